@@ -1,0 +1,120 @@
+// IMAP command parser: a pure, resumable state machine over bytes from the client.
+//
+// Feed it whatever bytes have arrived; it reports "need more", a complete command, a
+// request to send a "+ " continuation (synchronising literal), a raw line (the client's
+// answer to an AUTHENTICATE challenge), or a typed error. No sockets, no logging.
+// The parser owns the command it is building; take_command() moves it out.
+#ifndef SWITCHYARD_IMAP_PARSER_H
+#define SWITCHYARD_IMAP_PARSER_H
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sy::imap {
+
+struct Limits {
+  std::size_t max_line_length = 8192;   // bytes of one line, literal contents excluded
+  std::size_t max_literal_size = 8192;  // bytes of one literal
+  std::size_t max_arguments = 64;       // arguments (list markers included) per command
+};
+
+struct Arg {
+  enum class Kind { Atom, Quoted, Literal, ListOpen, ListClose };
+  Kind kind = Kind::Atom;
+  std::string value;  // unescaped contents; empty for list markers
+  bool operator==(const Arg&) const = default;
+};
+
+struct Command {
+  std::string tag;
+  std::string name;  // upper-cased ASCII
+  std::vector<Arg> args;
+  bool operator==(const Command&) const = default;
+};
+
+enum class Event {
+  NeedMore,  // every byte given was consumed; call again with more
+  Command,   // a whole command is ready: take_command()
+  Continue,  // a synchronising literal {n} was announced: send "+ ..." then feed on
+  Line,      // raw-line mode (after expect_line()): line() holds it, CRLF removed
+  Error,     // error(): the bad input up to its end of line was consumed (unless fatal())
+};
+
+enum class Error {
+  None,
+  LineTooLong,       // fatal: the line exceeded max_line_length
+  LiteralTooLarge,   // {n} > max_literal_size; fatal for a non-synchronising {n+}
+  TooManyArguments,  // more than max_arguments
+  MissingTag,        // empty line or no tag
+  BadTag,            // tag with characters not allowed in a tag
+  MissingCommand,    // a tag and nothing else
+  BadSyntax,         // anything else malformed (unbalanced quotes/parens, bad escape, NUL,
+                     // bare CR or LF, bad literal header, junk after a literal)
+};
+
+const char* error_name(Error e);  // "line too long", ... for protocol messages and logs
+
+class CommandParser {
+ public:
+  explicit CommandParser(Limits limits = {});
+
+  // Parses from the start of `in`. *consumed is set to the number of bytes used; the
+  // caller drops them and calls again with the rest (plus new bytes) until NeedMore.
+  // NeedMore always consumes everything given (the parser keeps partial state itself).
+  Event feed(std::string_view in, std::size_t* consumed);
+
+  Command take_command();
+  const std::string& line() const { return line_; }
+  Error error() const { return error_; }
+  // Tag of the command the error belongs to, or "*" when none was read yet.
+  const std::string& error_tag() const { return error_tag_; }
+  // After Error: true when the input cannot be resynchronised; the session must close.
+  bool fatal() const { return fatal_; }
+
+  // The next event will be Line: one raw CRLF-terminated line (AUTHENTICATE response),
+  // limited by max_line_length.
+  void expect_line();
+
+ private:
+  Limits limits_;
+  Error error_ = Error::None;
+  std::string error_tag_;
+  bool fatal_ = false;
+  std::string line_;
+  // The resumable state (the parser's own choice) follows.
+  enum class State : unsigned char {
+    Tag, Name, ArgStart, ListStart, Atom, AfterArg, Quoted, QuotedEscape,
+    LitOpen, LitDigits, LitPlus, LitClose, LitCR, LitData, EndCR,
+    Skip, SkipLitData, LineData, LineCR, Dead,
+  };
+  // Recogniser for "{n}" / "{n+}" right before CRLF while skipping a bad line.
+  enum class SkipLit : unsigned char { None, Open, Digits, Plus, Close, CR };
+
+  Event feed_bytes(std::string_view in, std::size_t* consumed);
+  Event step(char c);
+  Event skip_step(char c);
+  Event fail(Error e, char c);
+  Event fail_fatal(Error e);
+  bool count_byte(char c);
+  bool start_arg(Arg::Kind kind);
+  void add_digit(char c);
+  void reset_command();
+
+  State state_ = State::Tag;
+  SkipLit skip_lit_ = SkipLit::None;
+  bool skip_literals_ = true;  // false while skipping a bad raw line (expect_line)
+  bool tag_done_ = false;      // cmd_.tag is complete and valid
+  bool ready_ = false;         // cmd_ holds a finished command not yet taken
+  bool lit_sync_ = true;       // literal being announced is {n}, not {n+}
+  bool lit_big_ = false;       // literal being announced exceeds max_literal_size
+  std::size_t lit_len_ = 0;    // announced literal size, then bytes still to read
+  std::size_t line_len_ = 0;   // non-literal bytes of the current line so far
+  std::size_t depth_ = 0;      // open parentheses
+  Command cmd_;
+};
+
+}  // namespace sy::imap
+
+#endif

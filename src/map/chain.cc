@@ -1,0 +1,48 @@
+// Map chain (see chain.h).
+#include "map/chain.h"
+
+#include "config/config.h"
+#include "map/module.h"
+
+namespace sy {
+
+ChainReply MapChain::lookup(const std::string& key) const {
+  auto start = std::chrono::steady_clock::now();
+  ChainReply out;
+  for (const auto& m : maps_) {
+    MapReply r = m->lookup(key);
+    if (r.status != LookupStatus::NotFound) {
+      out.reply = std::move(r);
+      out.map_name = m->name();
+      break;
+    }
+  }
+  if (out.map_name.empty() && !fallback_.empty()) {
+    out.reply.status = LookupStatus::Found;
+    out.reply.answer.host = fallback_;
+    out.map_name = "fallback";
+  }
+  out.took = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - start);
+  return out;
+}
+
+std::unique_ptr<MapChain> load_chain(const Config& config, std::string* error) {
+  auto chain = std::make_unique<MapChain>();
+  for (const auto& mc : config.maps) {
+    std::string path = mc.module;
+    if (path.find('/') == std::string::npos) path = config.map_dir + "/" + mc.module + ".so";
+    std::string why;
+    auto m = MapModule::open(path, mc.options, mc.module,
+                             config.username.domain_delimiter, &why);
+    if (!m || !m->init(&why)) {
+      *error = config.path + ":" + std::to_string(mc.line) + ": map '" + mc.module + "': " + why;
+      return nullptr;
+    }
+    chain->add(std::move(m));
+  }
+  chain->set_fallback(config.lookup.fallback);
+  return chain;
+}
+
+}  // namespace sy

@@ -1,0 +1,43 @@
+// The map chain: maps asked in order; the first that answers Found, TempFail or Hold
+// decides, NotFound moves on, and a configured fallback back end catches the rest.
+#ifndef SWITCHYARD_MAP_CHAIN_H
+#define SWITCHYARD_MAP_CHAIN_H
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "map/lookup.h"
+
+namespace sy {
+
+struct Config;
+
+struct ChainReply {
+  MapReply reply;
+  std::string map_name;  // which map answered ("fallback", or "" when none did)
+  std::chrono::microseconds took{0};
+};
+
+class MapChain {
+ public:
+  void add(std::unique_ptr<Map> map) { maps_.push_back(std::move(map)); }
+  void set_fallback(std::string backend) { fallback_ = std::move(backend); }
+  bool empty() const { return maps_.empty(); }
+
+  // Blocking: call from a lookup thread only.
+  ChainReply lookup(const std::string& key) const;
+
+ private:
+  std::vector<std::unique_ptr<Map>> maps_;
+  std::string fallback_;
+};
+
+// Opens every [[map]] of the config (NAME -> map_dir/NAME.so, or an absolute path) and
+// runs its dbserver_init. nullptr and *error ("file:line: ...") on failure.
+std::unique_ptr<MapChain> load_chain(const Config& config, std::string* error);
+
+}  // namespace sy
+
+#endif

@@ -1,0 +1,41 @@
+// The outcome of asking a map: Found, NotFound, TempFail (never cached, never taken as
+// "unknown user") or Hold (the user is being moved: a temporary failure everywhere).
+#ifndef SWITCHYARD_MAP_LOOKUP_H
+#define SWITCHYARD_MAP_LOOKUP_H
+
+#include <string>
+
+#include "map/answer.h"
+
+namespace sy {
+
+enum class LookupStatus { Found, NotFound, TempFail, Hold };
+
+inline const char* lookup_status_name(LookupStatus s) {
+  switch (s) {
+    case LookupStatus::Found: return "found";
+    case LookupStatus::NotFound: return "not-found";
+    case LookupStatus::TempFail: return "tempfail";
+    case LookupStatus::Hold: return "hold";
+  }
+  return "?";
+}
+
+struct MapReply {
+  LookupStatus status = LookupStatus::NotFound;
+  MapAnswer answer;    // valid when Found
+  std::string detail;  // why, for TempFail (goes to the log, never to the client)
+};
+
+// One map in the chain. lookup() may block (it runs on a lookup thread, never on the
+// event loop) and is called from one thread at a time.
+class Map {
+ public:
+  virtual ~Map() = default;
+  virtual MapReply lookup(const std::string& key) = 0;
+  virtual const std::string& name() const = 0;
+};
+
+}  // namespace sy
+
+#endif

@@ -1,0 +1,85 @@
+// Lookup thread (see lookup_service.h).
+#include "map/lookup_service.h"
+
+namespace sy {
+namespace {
+
+// Completion state shared by the timer and the lookup thread; whichever comes first
+// completes the waiting coroutine. Touched only on the event loop's thread.
+template <typename Handler>
+struct Pending {
+  Pending(asio::io_context& io, Handler h) : handler(std::move(h)), timer(io) {}
+  Handler handler;
+  asio::steady_timer timer;
+  bool done = false;
+  void complete(ChainReply r) {
+    if (done) return;
+    done = true;
+    timer.cancel();
+    Handler h = std::move(handler);
+    h(std::move(r));
+  }
+};
+
+}  // namespace
+
+LookupService::LookupService(asio::io_context& io, std::shared_ptr<const MapChain> chain,
+                             Millis timeout)
+    : io_(io), chain_(std::move(chain)), timeout_(timeout), thread_([this] { run(); }) {}
+
+LookupService::~LookupService() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void LookupService::submit(std::function<void()> job) {
+  {
+    std::lock_guard lock(mu_);
+    jobs_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+}
+
+void LookupService::run() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+      if (stop_) return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job();
+  }
+}
+
+asio::awaitable<ChainReply> LookupService::lookup(std::string key) {
+  auto initiate = [this](auto handler, std::string k) {
+    using H = decltype(handler);
+    auto p = std::make_shared<Pending<H>>(io_, std::move(handler));
+    p->timer.expires_after(timeout_);
+    p->timer.async_wait([p](const std::error_code& ec) {
+      if (ec) return;
+      ChainReply r;
+      r.reply.status = LookupStatus::TempFail;
+      r.reply.detail = "lookup timed out";
+      p->complete(std::move(r));
+    });
+    // The job hands its reference to the loop, so Pending is destroyed on the loop.
+    submit([this, p, k = std::move(k)]() mutable {
+      ChainReply r = chain_->lookup(k);
+      asio::post(io_, [p = std::move(p), r = std::move(r)]() mutable {
+        p->complete(std::move(r));
+      });
+    });
+  };
+  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(ChainReply)>(
+      initiate, asio::use_awaitable, std::move(key));
+}
+
+}  // namespace sy

@@ -1,0 +1,45 @@
+// Runs map lookups off the event loop: one lookup thread per worker calls the map chain
+// (so a module is called from one thread at a time), and each answer comes back to the
+// loop as a completion. A lookup not answered within the deadline completes as TempFail;
+// its late answer is dropped.
+#ifndef SWITCHYARD_MAP_LOOKUP_SERVICE_H
+#define SWITCHYARD_MAP_LOOKUP_SERVICE_H
+
+#include <asio.hpp>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "config/duration.h"
+#include "map/chain.h"
+
+namespace sy {
+
+class LookupService {
+ public:
+  LookupService(asio::io_context& io, std::shared_ptr<const MapChain> chain, Millis timeout);
+  ~LookupService();  // stops the thread (after the current lookup returns)
+
+  asio::awaitable<ChainReply> lookup(std::string key);
+
+ private:
+  void submit(std::function<void()> job);
+  void run();
+
+  asio::io_context& io_;
+  std::shared_ptr<const MapChain> chain_;
+  Millis timeout_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace sy
+
+#endif

@@ -1,0 +1,61 @@
+// A map module: a shared object with Perdition's C ABI, loaded with dlopen.
+//
+//   int dbserver_init(char *options);                        optional
+//   int dbserver_get(const char *key, const char *options,
+//                    char **str_return, size_t *len_return);  or dbserver_get2
+//   int dbserver_get2(const char *key, const char *options,
+//                     char **user, char **server, char **port);
+//   int dbserver_fini(void);                                  optional
+// Return codes 0 found, -1 database error, -2 not found, -3 other error; -1 and -3 are
+// TempFail. The MapModule owns the dlopen handle; values returned by the module are freed
+// here. Not thread-safe: the caller serialises lookups.
+#ifndef SWITCHYARD_MAP_MODULE_H
+#define SWITCHYARD_MAP_MODULE_H
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "map/lookup.h"
+
+namespace sy {
+
+class MapModule final : public Map {
+ public:
+  // Opens `path` and resolves the ABI's symbols. Refuses a file that others may write.
+  // `options` is handed to dbserver_init and dbserver_get (nullopt = NULL).
+  static std::unique_ptr<MapModule> open(const std::string& path,
+                                         std::optional<std::string> options,
+                                         std::string name, std::string delimiter,
+                                         std::string* error);
+  ~MapModule() override;
+  MapModule(const MapModule&) = delete;
+  MapModule& operator=(const MapModule&) = delete;
+
+  // Calls dbserver_init when the module has one. False (and *error) when it fails.
+  [[nodiscard]] bool init(std::string* error);
+
+  MapReply lookup(const std::string& key) override;
+  const std::string& name() const override { return name_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MapModule() = default;
+  using InitFn = int (*)(char*);
+  using GetFn = int (*)(const char*, const char*, char**, std::size_t*);
+  using Get2Fn = int (*)(const char*, const char*, char**, char**, char**);
+  using FiniFn = int (*)();
+
+  void* handle_ = nullptr;
+  InitFn init_ = nullptr;
+  GetFn get_ = nullptr;
+  Get2Fn get2_ = nullptr;
+  FiniFn fini_ = nullptr;
+  bool initialised_ = false;
+  std::optional<std::string> options_;
+  std::string name_, path_, delimiter_;
+};
+
+}  // namespace sy
+
+#endif

@@ -1,0 +1,30 @@
+// The username policy: how a client's login name becomes a map key, and which name the
+// store is logged in with. Pure functions; configured by [username].
+#ifndef SWITCHYARD_MAP_USERNAME_H
+#define SWITCHYARD_MAP_USERNAME_H
+
+#include <string>
+#include <string_view>
+
+#include "map/answer.h"
+
+namespace sy {
+
+struct UsernamePolicy {
+  bool lowercase = true;            // fold ASCII upper case in the key
+  bool strip_domain = false;        // cut the key at the last delimiter
+  std::string domain_delimiter = "@";
+  std::string default_domain;       // appended (with the delimiter) when the login has none
+  bool use_map_user = true;         // a user part in the map's answer is the store login
+};
+
+// The key the map chain is asked for.
+std::string map_key(const UsernamePolicy& p, std::string_view login);
+
+// The name sent to the store: the map's user when use_map_user and the answer has one,
+// else the key.
+std::string store_login(const UsernamePolicy& p, std::string_view key, const MapAnswer& a);
+
+}  // namespace sy
+
+#endif

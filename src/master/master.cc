@@ -1,0 +1,283 @@
+// Master process (see master.h).
+#include <config.h>
+
+#include "master/master.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <algorithm>
+#include <map>
+#include <set>
+#include <vector>
+
+#include "config/config.h"
+#include "log/log.h"
+#include "map/chain.h"
+#include "master/worker.h"
+#include "net/address.h"
+
+namespace sy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Slot {
+  pid_t pid = 0;
+  Clock::time_point started;
+  Clock::time_point respawn_at;
+  std::chrono::milliseconds backoff{100};
+};
+
+// Binds every [[listen]], reusing an already bound socket for an unchanged address.
+bool bind_all(const Config& c, std::map<std::string, int>& bound, std::vector<BoundListener>* out,
+              std::string* error) {
+  std::map<std::string, int> keep;
+  out->clear();
+  for (const auto& l : c.listen) {
+    int fd;
+    auto it = bound.find(l.address);
+    if (it != bound.end()) {
+      fd = it->second;
+      bound.erase(it);
+    } else {
+      std::string why;
+      auto addr = parse_socket_address(l.address, &why);
+      fd = addr ? bind_listener(*addr, &why) : -1;
+      if (fd < 0) {
+        *error = c.path + ":" + std::to_string(l.line) + ": cannot listen on " + l.address + ": " + why;
+        for (auto& [a, f] : keep) bound[a] = f;  // give back what we took
+        return false;
+      }
+    }
+    keep[l.address] = fd;
+    out->push_back(BoundListener{l, fd});
+  }
+  for (auto& [a, f] : bound) ::close(f);  // listeners removed from the config
+  bound = std::move(keep);
+  return true;
+}
+
+bool check_maps(const Config& c, std::string* error) {
+  return load_chain(c, error) != nullptr;  // init + fini, as Perdition does at start
+}
+
+void write_pid_file(const std::string& path) {
+  if (path.empty()) return;
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) {
+    LOG_WARN("cannot write pid file %s: %s", path.c_str(), std::strerror(errno));
+    return;
+  }
+  std::fprintf(f, "%d\n", static_cast<int>(::getpid()));
+  std::fclose(f);
+}
+
+void daemonize() {
+  if (::fork() > 0) ::_exit(0);
+  ::setsid();
+  if (::fork() > 0) ::_exit(0);
+  if (::chdir("/") != 0) { /* keep going: nothing depends on the cwd */ }
+  int null = ::open("/dev/null", O_RDWR);
+  if (null >= 0) {
+    ::dup2(null, 0);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    if (null > 2) ::close(null);
+  }
+}
+
+class Supervisor {
+ public:
+  Supervisor(Config config, std::map<std::string, int> bound, std::vector<BoundListener> listeners,
+             sigset_t signals)
+      : config_(std::move(config)), bound_(std::move(bound)), listeners_(std::move(listeners)),
+        signals_(signals), slots_(config_.workers) {}
+
+  int run() {
+    for (;;) {
+      spawn_due();
+      siginfo_t info;
+      timespec wait = next_wait();
+      int sig = ::sigtimedwait(&signals_, &info, &wait);
+      if (sig == SIGCHLD) reap();
+      else if (sig == SIGTERM || sig == SIGINT) return stop();
+      else if (sig == SIGHUP) reload();
+    }
+  }
+
+ private:
+  void spawn(Slot& s) {
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      LOG_ERROR("fork: %s", std::strerror(errno));
+      s.respawn_at = Clock::now() + std::chrono::seconds(1);
+      return;
+    }
+    if (pid == 0) {
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      log_reopen();
+      int rc = run_worker(config_, listeners_);
+      std::fflush(nullptr);
+      ::_exit(rc);
+    }
+    s.pid = pid;
+    s.started = Clock::now();
+  }
+
+  void spawn_due() {
+    auto now = Clock::now();
+    for (auto& s : slots_)
+      if (s.pid == 0 && s.respawn_at <= now) spawn(s);
+  }
+
+  timespec next_wait() const {
+    auto now = Clock::now();
+    auto next = now + std::chrono::seconds(5);
+    for (const auto& s : slots_)
+      if (s.pid == 0 && s.respawn_at < next) next = s.respawn_at;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count();
+    if (ms < 1) ms = 1;
+    return timespec{static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000L};
+  }
+
+  void reap() {
+    int status;
+    pid_t pid;
+    while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (draining_.erase(pid)) continue;
+      for (auto& s : slots_) {
+        if (s.pid != pid) continue;
+        s.pid = 0;
+        auto lived = Clock::now() - s.started;
+        if (WIFSIGNALED(status))
+          LOG_ERROR("worker %d killed by signal %d", static_cast<int>(pid), WTERMSIG(status));
+        else
+          LOG_ERROR("worker %d exited with status %d", static_cast<int>(pid), WEXITSTATUS(status));
+        // Back off when workers die young, so a broken setup does not spin.
+        s.backoff = lived < std::chrono::seconds(2)
+                        ? std::min(s.backoff * 2, std::chrono::milliseconds(30000))
+                        : std::chrono::milliseconds(100);
+        s.respawn_at = Clock::now() + s.backoff;
+      }
+    }
+  }
+
+  void reload() {
+    Config fresh;
+    std::string error;
+    if (!load_config(config_.path, &fresh, &error) || !check_maps(fresh, &error)) {
+      LOG_ERROR("reload refused, keeping the running config: %s", error.c_str());
+      return;
+    }
+    if (fresh.workers == 0) fresh.workers = 1;
+    std::vector<BoundListener> listeners;
+    if (!bind_all(fresh, bound_, &listeners, &error)) {
+      LOG_ERROR("reload refused, keeping the running config: %s", error.c_str());
+      return;
+    }
+    for (auto& s : slots_) {
+      if (s.pid > 0) {
+        ::kill(s.pid, SIGUSR2);
+        draining_.insert(s.pid);
+      }
+    }
+    config_ = std::move(fresh);
+    listeners_ = std::move(listeners);
+    slots_.assign(config_.workers, Slot{});
+    LOG_NOTICE("configuration reloaded: %d workers", config_.workers);
+  }
+
+  int stop() {
+    LOG_NOTICE("stopping");
+    std::vector<pid_t> all(draining_.begin(), draining_.end());
+    for (auto& s : slots_)
+      if (s.pid > 0) all.push_back(s.pid);
+    for (pid_t p : all) ::kill(p, SIGTERM);
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    std::size_t left = all.size();
+    while (left > 0 && Clock::now() < deadline) {
+      int status;
+      pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid > 0) {
+        --left;
+        continue;
+      }
+      siginfo_t info;
+      timespec t{0, 100 * 1000000L};
+      ::sigtimedwait(&signals_, &info, &t);
+    }
+    if (left > 0)
+      for (pid_t p : all) ::kill(p, SIGKILL);
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    if (!config_.pid_file.empty()) ::unlink(config_.pid_file.c_str());
+    return 0;
+  }
+
+  Config config_;
+  std::map<std::string, int> bound_;
+  std::vector<BoundListener> listeners_;
+  sigset_t signals_;
+  std::vector<Slot> slots_;
+  std::set<pid_t> draining_;
+};
+
+}  // namespace
+
+int run_master(const MasterOptions& options) {
+  Config config;
+  std::string error;
+  if (!load_config(options.config_path, &config, &error)) {
+    std::fprintf(stderr, "%s\n", error.c_str());
+    return 1;
+  }
+  if (options.check_only) {
+    if (!check_maps(config, &error)) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 1;
+    }
+    std::printf("%s: configuration OK\n", options.config_path.c_str());
+    return 0;
+  }
+  ::signal(SIGPIPE, SIG_IGN);  // splice() to a closed socket raises SIGPIPE
+  log_setup(config.log, options.foreground, "switchyard");
+  if (!check_maps(config, &error)) {
+    LOG_ERROR("%s", error.c_str());
+    return 1;
+  }
+  std::map<std::string, int> bound;
+  std::vector<BoundListener> listeners;
+  if (!bind_all(config, bound, &listeners, &error)) {
+    LOG_ERROR("%s", error.c_str());
+    return 1;
+  }
+  if (config.listen.empty()) LOG_WARN("%s: no [[listen]] configured", config.path.c_str());
+  if (!options.foreground) daemonize();
+  write_pid_file(config.pid_file);
+  LOG_NOTICE("switchyard %s starting: %zu listeners, %d workers", PACKAGE_VERSION,
+             listeners.size(), config.workers);
+
+  if (config.workers == 0) {
+    int rc = run_worker(config, listeners);
+    if (!config.pid_file.empty()) ::unlink(config.pid_file.c_str());
+    return rc;
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  Supervisor sup(std::move(config), std::move(bound), std::move(listeners), set);
+  return sup.run();
+}
+
+}  // namespace sy

@@ -1,0 +1,134 @@
+// Worker process (see worker.h).
+#include "master/worker.h"
+
+#include <grp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include "imap/session.h"
+#include "log/log.h"
+#include "map/chain.h"
+#include "map/lookup_service.h"
+#include "master/runtime.h"
+#include "relay/pipe_pool.h"
+
+namespace sy {
+namespace {
+
+constexpr auto kStopGrace = std::chrono::seconds(5);
+
+using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
+
+asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const ListenConfig& listen) {
+  asio::steady_timer backoff(rt.io);
+  for (;;) {
+    std::error_code ec;
+    Socket s = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      // Out of descriptors or memory: say so and breathe instead of spinning.
+      LOG_WARN("accept on %s: %s", listen.address.c_str(), ec.message().c_str());
+      backoff.expires_after(std::chrono::milliseconds(100));
+      co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    if (s.local_endpoint(ec).protocol().family() != AF_UNIX) {
+      int one = 1;
+      ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    start_imap_session(rt, std::move(s), listen);
+  }
+}
+
+}  // namespace
+
+bool drop_privileges(const std::string& user, std::string* error) {
+  if (::geteuid() != 0) return true;
+  std::string name = user.empty() ? "nobody" : user;
+  struct passwd* pw = ::getpwnam(name.c_str());
+  if (!pw) {
+    *error = "user '" + name + "' does not exist";
+    return false;
+  }
+  gid_t gid = pw->pw_gid;
+  if (::setgroups(1, &gid) != 0 || ::setresgid(gid, gid, gid) != 0 ||
+      ::setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) != 0) {
+    *error = std::string("cannot become '") + name + "': " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+int run_worker(const Config& config, const std::vector<BoundListener>& listeners) {
+  std::string error;
+  std::shared_ptr<const MapChain> chain = load_chain(config, &error);
+  if (!chain) {
+    LOG_ERROR("%s", error.c_str());
+    return 2;
+  }
+  if (!drop_privileges(config.user, &error)) {
+    LOG_ERROR("%s", error.c_str());
+    return 2;
+  }
+  asio::io_context io(1);
+  LookupService lookups(io, chain, config.lookup.timeout);
+  PipePool pipes;
+  Runtime rt{io, config, lookups, pipes, 0, 1, false, {}};
+
+  std::vector<std::unique_ptr<Acceptor>> acceptors;
+  for (const auto& l : listeners) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(l.fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    int family = ss.ss_family;
+    asio::generic::stream_protocol proto(family, family == AF_UNIX ? 0 : IPPROTO_TCP);
+    int fd = ::dup(l.fd);  // the acceptor owns its copy; the master keeps the original
+    auto acc = std::make_unique<Acceptor>(io, proto, fd);
+    asio::co_spawn(io, accept_loop(rt, *acc, l.config), asio::detached);
+    acceptors.push_back(std::move(acc));
+  }
+
+  asio::signal_set signals(io, SIGTERM, SIGINT, SIGUSR2);
+  asio::steady_timer grace(io);
+  auto stop_accepting = [&] {
+    rt.draining = true;
+    for (auto& a : acceptors) {
+      std::error_code ignored;
+      a->close(ignored);
+    }
+  };
+  rt.on_idle = [&] { io.stop(); };
+  std::function<void(const std::error_code&, int)> on_signal =
+      [&](const std::error_code& ec, int sig) {
+        if (ec) return;
+        stop_accepting();
+        if (rt.sessions == 0) {
+          io.stop();
+          return;
+        }
+        if (sig != SIGUSR2) {
+          LOG_INFO("stopping: %zu sessions get %llds to finish", rt.sessions,
+                   static_cast<long long>(kStopGrace.count()));
+          grace.expires_after(kStopGrace);
+          grace.async_wait([&](const std::error_code& e) {
+            if (!e) io.stop();
+          });
+        } else {
+          LOG_INFO("draining: %zu sessions left", rt.sessions);
+        }
+        signals.async_wait(on_signal);
+      };
+  signals.async_wait(on_signal);
+  LOG_DEBUG("worker ready: %zu listeners", acceptors.size());
+  io.run();
+  return 0;
+}
+
+}  // namespace sy

@@ -1,0 +1,27 @@
+// A worker process: loads the maps (before dropping privileges), drops to the configured
+// account, then serves every listener from one event loop until told to stop.
+#ifndef SWITCHYARD_MASTER_WORKER_H
+#define SWITCHYARD_MASTER_WORKER_H
+
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace sy {
+
+struct BoundListener {
+  ListenConfig config;
+  int fd = -1;  // listening socket, owned by the master
+};
+
+// Runs until SIGTERM/SIGINT (stop: close listeners, end sessions after a grace period) or
+// SIGUSR2 (drain: close listeners, exit when the last session ends). Returns an exit code.
+int run_worker(const Config& config, const std::vector<BoundListener>& listeners);
+
+// setgroups/setresgid/setresuid to `user`; a no-op (true) when not running as root.
+[[nodiscard]] bool drop_privileges(const std::string& user, std::string* error);
+
+}  // namespace sy
+
+#endif

@@ -1,0 +1,40 @@
+// Socket addresses as the config writes them: "127.0.0.1:1143", "[::1]:1143",
+// "unix:/path", and the blocking socket set-up the master does before forking.
+#ifndef SWITCHYARD_NET_ADDRESS_H
+#define SWITCHYARD_NET_ADDRESS_H
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sy {
+
+struct SocketAddress {
+  enum class Kind { Tcp, Unix };
+  Kind kind = Kind::Tcp;
+  std::string host;  // numeric or a name, without brackets; "" or "*" = any
+  std::uint16_t port = 0;
+  std::string path;  // Unix socket path
+  bool operator==(const SocketAddress&) const = default;
+};
+
+// Parses "host:port", "[v6]:port", "*:port", ":port" or "unix:/path".
+[[nodiscard]] std::optional<SocketAddress> parse_socket_address(std::string_view text,
+                                                                std::string* error);
+
+// Creates, binds and listens (non-blocking, close-on-exec, SO_REUSEADDR; a stale Unix
+// socket file is replaced). Returns the fd, or -1 with *error.
+int bind_listener(const SocketAddress& a, std::string* error);
+
+// "1.2.3.4:5678", "[::1]:143", "unix" for a peer/sockname.
+std::string format_sockaddr(const sockaddr* sa, socklen_t len);
+std::string peer_name(int fd);
+bool is_loopback(const sockaddr* sa);
+bool peer_is_loopback(int fd);  // Unix sockets count as local
+
+}  // namespace sy
+
+#endif

@@ -1,0 +1,44 @@
+// Back-end resolution (see target.h).
+#include "net/target.h"
+
+namespace sy {
+namespace {
+
+const char* default_port(Service s) {
+  switch (s) {
+    case Service::Imap: return "143";
+    case Service::Pop3: return "110";
+    case Service::Lmtp: return "24";
+  }
+  return "143";
+}
+
+}  // namespace
+
+std::string host_port(const std::string& host, const std::string& port) {
+  if (port.rfind("unix:", 0) == 0) return port;
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
+}
+
+Target resolve_target(const Config& config, const MapAnswer& answer, Service service) {
+  Target t;
+  auto it = config.backends.find(answer.host);
+  if (it != config.backends.end()) {
+    const BackendConfig& b = it->second;
+    t.backend = b.name;
+    t.hosts = b.hosts;
+    t.connect_timeout = b.connect_timeout;
+    switch (service) {
+      case Service::Imap: t.port = b.imap; break;
+      case Service::Pop3: t.port = b.pop3; break;
+      case Service::Lmtp: t.port = b.lmtp; break;
+    }
+  } else {
+    t.hosts = {answer.host};
+    t.port = default_port(service);
+  }
+  if (!answer.port.empty()) t.port = answer.port;
+  return t;
+}
+
+}  // namespace sy

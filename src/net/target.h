@@ -1,0 +1,31 @@
+// Where a user's store is: the map's answer resolved against the [backend.NAME] sections.
+// Pure; shared by the proxies, the LMTP router and switchyard-map.
+#ifndef SWITCHYARD_NET_TARGET_H
+#define SWITCHYARD_NET_TARGET_H
+
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "map/answer.h"
+
+namespace sy {
+
+enum class Service { Imap, Pop3, Lmtp };
+
+struct Target {
+  std::string backend;             // [backend.NAME], or "" for a host from the map
+  std::vector<std::string> hosts;  // in fail-over order
+  std::string port;                // digits, a service name, or "unix:/path"
+  Millis connect_timeout{5000};
+};
+
+// The map's host may name a back end; a port in the answer overrides the back end's.
+Target resolve_target(const Config& config, const MapAnswer& answer, Service service);
+
+// "host:port" ("[v6]:port"), or the "unix:/path" itself.
+std::string host_port(const std::string& host, const std::string& port);
+
+}  // namespace sy
+
+#endif

@@ -1,0 +1,120 @@
+// splice(2) relay (see relay.h).
+#include "relay/relay.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "relay/pipe_pool.h"
+
+namespace sy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct RelayState {
+  explicit RelayState(asio::io_context& io) : wake(io) {}
+  asio::steady_timer wake;  // idle deadline, and woken when a direction ends
+  Clock::time_point last_activity = Clock::now();
+  int running = 2;
+  const char* ended_by = nullptr;
+  RelayResult result;
+};
+
+enum class PumpEnd { SourceClosed, SourceError, SinkError, NoPipe, Cancelled };
+
+// Moves bytes from `from` to `to` until `from` reaches EOF or either side fails.
+asio::awaitable<PumpEnd> pump(PipePool& pool, Socket& from, Socket& to, RelayState& st,
+                              std::uint64_t& counter) {
+  const int in = from.native_handle();
+  const int out = to.native_handle();
+  const std::size_t chunk = pool.capacity();
+  for (;;) {
+    std::error_code ec;
+    co_await from.async_wait(Socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return PumpEnd::Cancelled;
+    Pipe p = pool.take();
+    if (!p.valid()) co_return PumpEnd::NoPipe;
+    ssize_t n = ::splice(in, nullptr, p.write_fd, nullptr, chunk,
+                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n <= 0) {
+      int err = errno;
+      pool.give(p);
+      if (n == 0) co_return PumpEnd::SourceClosed;
+      if (err == EAGAIN || err == EINTR) continue;
+      co_return PumpEnd::SourceError;
+    }
+    st.last_activity = Clock::now();
+    std::size_t pending = static_cast<std::size_t>(n);
+    while (pending > 0) {
+      ssize_t m = ::splice(p.read_fd, nullptr, out, nullptr, pending,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (m > 0) {
+        pending -= static_cast<std::size_t>(m);
+        counter += static_cast<std::uint64_t>(m);
+        continue;
+      }
+      if (m < 0 && (errno == EAGAIN || errno == EINTR)) {
+        co_await to.async_wait(Socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
+        if (!ec) continue;
+      }
+      PipePool::destroy(p);  // still holds bytes nobody will read
+      co_return ec ? PumpEnd::Cancelled : PumpEnd::SinkError;
+    }
+    pool.give(p);
+  }
+}
+
+const char* describe(PumpEnd e, bool from_client) {
+  switch (e) {
+    case PumpEnd::SourceClosed: return from_client ? "client closed" : "store closed";
+    case PumpEnd::SourceError: return from_client ? "client read error" : "store read error";
+    case PumpEnd::SinkError: return from_client ? "store write error" : "client write error";
+    case PumpEnd::NoPipe: return "out of pipes";
+    case PumpEnd::Cancelled: return "closed";
+  }
+  return "?";
+}
+
+}  // namespace
+
+asio::awaitable<RelayResult> relay(Runtime& rt, Socket& client, Socket& store,
+                                   Millis idle_timeout) {
+  RelayState st(rt.io);
+  std::error_code ignored;
+  client.native_non_blocking(true, ignored);
+  store.native_non_blocking(true, ignored);
+
+  auto finished = [&st, &client, &store](bool from_client, PumpEnd how) {
+    if (!st.ended_by) {
+      st.ended_by = describe(how, from_client);
+      std::error_code e;
+      client.close(e);  // wakes the other direction
+      store.close(e);
+    }
+    --st.running;
+    st.wake.cancel();
+  };
+  asio::co_spawn(rt.io, pump(rt.pipes, client, store, st, st.result.client_to_store),
+                 [&finished](std::exception_ptr, PumpEnd how) { finished(true, how); });
+  asio::co_spawn(rt.io, pump(rt.pipes, store, client, st, st.result.store_to_client),
+                 [&finished](std::exception_ptr, PumpEnd how) { finished(false, how); });
+
+  while (st.running > 0) {
+    st.wake.expires_at(st.last_activity + idle_timeout);
+    std::error_code ec;
+    co_await st.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && st.running > 0 && Clock::now() - st.last_activity >= idle_timeout &&
+        !st.ended_by) {
+      st.ended_by = "idle timeout";
+      std::error_code e;
+      client.close(e);
+      store.close(e);
+    }
+  }
+  st.result.ended_by = st.ended_by ? st.ended_by : "closed";
+  co_return st.result;
+}
+
+}  // namespace sy

@@ -1,0 +1,29 @@
+// The relay: after login, bytes move both ways between client and store until either
+// side closes or the session is idle too long; then both sockets are closed.
+//
+// Plain-to-plain relays use splice(2) through a pipe borrowed from the worker's PipePool
+// only while bytes are in flight, so data never enters user space and an idle session
+// holds no buffer and no pipe: each direction waits for readiness with no buffer attached.
+#ifndef SWITCHYARD_RELAY_RELAY_H
+#define SWITCHYARD_RELAY_RELAY_H
+
+#include <cstdint>
+#include <string>
+
+#include "config/duration.h"
+#include "master/runtime.h"
+
+namespace sy {
+
+struct RelayResult {
+  std::uint64_t client_to_store = 0;  // bytes
+  std::uint64_t store_to_client = 0;
+  const char* ended_by = "";  // "client closed", "store closed", "idle timeout", ...
+};
+
+// Both sockets must be connected. Returns when the relay is over; both are closed then.
+asio::awaitable<RelayResult> relay(Runtime& rt, Socket& client, Socket& store, Millis idle_timeout);
+
+}  // namespace sy
+
+#endif

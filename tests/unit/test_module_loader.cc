@@ -1,0 +1,127 @@
+// The map module loader against real shared objects built in the tree: Perdition's
+// dbserver_get and dbserver_get2 forms, and deliberately broken modules.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "config/config.h"
+#include "map/chain.h"
+#include "map/module.h"
+
+namespace {
+
+std::string mod(const char* name) { return std::string(TEST_MODULES_DIR) + "/" + name + ".so"; }
+
+std::unique_ptr<sy::MapModule> open_ok(const std::string& path,
+                                       std::optional<std::string> options = std::nullopt) {
+  std::string error;
+  auto m = sy::MapModule::open(path, std::move(options), "t", "@", &error);
+  EXPECT_TRUE(m) << error;
+  if (m) EXPECT_TRUE(m->init(&error)) << error;
+  return m;
+}
+
+}  // namespace
+
+TEST(ModuleLoader, Get2OnlyModuleWorks) {
+  auto m = open_ok(mod("get2map"), std::string("jdoe,127.0.0.1,10143"));
+  ASSERT_TRUE(m);
+  auto r = m->lookup("anyone");
+  EXPECT_EQ(r.status, sy::LookupStatus::Found);
+  EXPECT_EQ(r.answer, (sy::MapAnswer{"jdoe", "127.0.0.1", "10143"}));
+  EXPECT_EQ(m->lookup("missing").status, sy::LookupStatus::NotFound);
+}
+
+TEST(ModuleLoader, Get2WithIpv6ServerAndNoUser) {
+  auto m = open_ok(mod("get2map"), std::string(",::1,"));
+  ASSERT_TRUE(m);
+  auto r = m->lookup("x");
+  EXPECT_EQ(r.answer, (sy::MapAnswer{"", "::1", ""}));
+}
+
+TEST(ModuleLoader, IntWrittenLengthIsAccepted) {
+  auto m = open_ok(mod("sleepmap"), std::string("0"));
+  ASSERT_TRUE(m);
+  auto r = m->lookup("intlen");
+  EXPECT_EQ(r.status, sy::LookupStatus::Found);
+  EXPECT_EQ(r.answer, (sy::MapAnswer{"", "127.0.0.1", "143"}));
+}
+
+TEST(ModuleLoader, DatabaseErrorIsTempFail) {
+  auto m = open_ok(mod("sleepmap"), std::string("0"));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->lookup("tempfail").status, sy::LookupStatus::TempFail);
+}
+
+TEST(ModuleLoader, GarbageAnswerIsTempFail) {
+  auto m = open_ok(mod("sleepmap"), std::string("0"));
+  ASSERT_TRUE(m);
+  auto r = m->lookup("garbage");
+  EXPECT_EQ(r.status, sy::LookupStatus::TempFail);
+  EXPECT_FALSE(r.detail.empty());
+}
+
+TEST(ModuleLoader, MissingSymbolIsRefused) {
+  std::string error;
+  auto m = sy::MapModule::open(mod("broken_nosym"), std::nullopt, "t", "@", &error);
+  EXPECT_FALSE(m);
+  EXPECT_NE(error.find("neither dbserver_get nor dbserver_get2"), std::string::npos) << error;
+}
+
+TEST(ModuleLoader, FailingInitIsReported) {
+  std::string error;
+  auto m = sy::MapModule::open(mod("broken_init"), std::nullopt, "t", "@", &error);
+  ASSERT_TRUE(m) << error;
+  EXPECT_FALSE(m->init(&error));
+  EXPECT_NE(error.find("dbserver_init failed"), std::string::npos) << error;
+}
+
+TEST(ModuleLoader, MissingFileIsReported) {
+  std::string error;
+  EXPECT_FALSE(sy::MapModule::open("/nonexistent/x.so", std::nullopt, "t", "@", &error));
+  EXPECT_NE(error.find("/nonexistent/x.so"), std::string::npos);
+}
+
+TEST(ModuleLoader, NotASharedObjectIsReported) {
+  char dir[] = "/tmp/sy-loader-XXXXXX";
+  ASSERT_TRUE(::mkdtemp(dir));
+  std::string path = std::string(dir) + "/fake.so";
+  std::ofstream(path) << "not an ELF file\n";
+  std::string error;
+  EXPECT_FALSE(sy::MapModule::open(path, std::nullopt, "t", "@", &error));
+  EXPECT_FALSE(error.empty());
+  std::remove(path.c_str());
+  ::rmdir(dir);
+}
+
+TEST(ModuleLoader, WorldWritableModuleIsRefused) {
+  char dir[] = "/tmp/sy-loader-XXXXXX";
+  ASSERT_TRUE(::mkdtemp(dir));
+  std::string path = std::string(dir) + "/get2map.so";
+  {
+    std::ifstream in(mod("get2map"), std::ios::binary);
+    std::ofstream out(path, std::ios::binary);
+    out << in.rdbuf();
+  }
+  ::chmod(path.c_str(), 0666);
+  std::string error;
+  EXPECT_FALSE(sy::MapModule::open(path, std::nullopt, "t", "@", &error));
+  EXPECT_NE(error.find("others may write"), std::string::npos) << error;
+  std::remove(path.c_str());
+  ::rmdir(dir);
+}
+
+TEST(ModuleLoader, ChainFromConfigNamesTheLineOfABrokenMap) {
+  sy::Config c;
+  std::string error;
+  ASSERT_TRUE(sy::parse_config(std::string("map_dir = \"") + TEST_MODULES_DIR +
+                                   "\"\n[[map]]\nmodule = \"get2map\"\noptions = \",h,1\"\n"
+                                   "\n[[map]]\nmodule = \"broken_init\"\n",
+                               "t.conf", &c, &error))
+      << error;
+  EXPECT_FALSE(sy::load_chain(c, &error));
+  EXPECT_EQ(error.rfind("t.conf:6: map 'broken_init': ", 0), 0u) << error;
+}
