@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tests", "integration"))
 
@@ -64,10 +65,11 @@ Try, in another terminal:
       lists INBOX and its sub-folders: "INBOX.you-are-on-store1" names the store.
   curl 'imap://127.0.0.1:{port}/INBOX;UID=1' -u demo2:demo
       prints the welcome message: "Subject: Welcome demo2 - you are on store2".
-  curl 'imap://127.0.0.1:{port}/INBOX;UID=1' -u demo2:wrong
-      a wrong password: the store's NO [AUTHENTICATIONFAILED] comes back.
+  curl -v 'imap://127.0.0.1:{port}/INBOX;UID=1' -u demo2:wrong
+      a wrong password: store2's "NO [AUTHENTICATIONFAILED]" comes back
+      (curl: (67) Login denied).
   curl -v imap://127.0.0.1:{port}/INBOX -u nobody:demo
-      a user no map knows: refused by Switchyard, no store is asked.
+      a user no map knows: Switchyard refuses it itself, no store is asked.
 
 Move a user and look again (the map is read at each login):
   sqlite3 {dir}/users.db "UPDATE tblPerdition SET servername = 'store2' WHERE user = 'demo1'"

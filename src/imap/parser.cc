@@ -33,6 +33,10 @@
 //   error_tag() is the command's tag once the tag was complete and valid (followed by SP,
 //   CR or LF), otherwise "*" (also for all errors in raw-line mode).
 //
+// take_command() is valid right after Command; a command not taken is dropped by the next
+// feed(). expect_line() belongs at a command boundary (after an event, before feeding the
+// next bytes); a partially parsed command is discarded. error() keeps the last error.
+//
 // Line length: every byte outside literal contents counts, literal headers and their CRLF
 // included; the final CRLF does not. A line whose bytes before the final CRLF exceed
 // max_line_length is fatal. The count also runs while a bad line is skipped.
@@ -53,7 +57,6 @@
 #include "imap/parser.h"
 
 #include <algorithm>
-#include <new>
 #include <utility>
 
 namespace sy::imap {

@@ -2,6 +2,7 @@
 #include "master/worker.h"
 
 #include <grp.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pwd.h>
@@ -95,6 +96,8 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
     acceptors.push_back(std::move(acc));
   }
 
+  // Reloading is the master's job; a worker (or the single process) ignores SIGHUP.
+  ::signal(SIGHUP, SIG_IGN);
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGUSR2);
   asio::steady_timer grace(io);
   auto stop_accepting = [&] {

@@ -634,11 +634,13 @@ class ImapProxyTest(unittest.TestCase):
         harness.wait_until(lambda: os.path.exists(pid_file), 5.0, "pid_file written")
         with open(pid_file) as f:
             self.assertEqual(int(f.read().strip()), proxy.pid)
-        client = greeted(port)      # an open session must not keep it from stopping
+        # An open session delays the stop at most by the drain period, then is closed.
+        client = greeted(port)
         self.addCleanup(client.close)
         t0 = time.monotonic()
-        self.assertEqual(proxy.stop(timeout=10.0), 0, proxy.describe())
-        self.assertLess(time.monotonic() - t0, 5.0)
+        self.assertEqual(proxy.stop(timeout=15.0), 0, proxy.describe())
+        self.assertLess(time.monotonic() - t0, 10.0)
+        client.wait_eof(2.0)
 
     def test_login_timeout_ends_an_idle_unauthenticated_session(self):
         port = harness.free_port()
@@ -649,7 +651,7 @@ class ImapProxyTest(unittest.TestCase):
             t0 = time.monotonic()
             received = c.wait_eof(8.0)
             elapsed = time.monotonic() - t0
-        self.assertRegex(received, rb"\* BYE .*(?i:time)")
+        self.assertRegex(received, rb"\* BYE .*(?i:time|autologout|too long)")
         self.assertGreater(elapsed, 1.5, "closed before the login timeout")
         self.assertLess(elapsed, 5.0, "closed long after the login timeout")
 

@@ -75,7 +75,7 @@ TEST(Target, PlainHostGetsTheProtocolDefault) {
 }
 
 TEST(Sasl, Base64RoundTrip) {
-  for (std::string s : {"", "a", "ab", "abc", "abcd", std::string("\0x\xff", 3)})
+  for (std::string s : std::vector<std::string>{"", "a", "ab", "abc", "abcd", std::string("\0x\xff", 3)})
     EXPECT_EQ(sy::base64_decode(sy::base64_encode(s)), s);
   EXPECT_FALSE(sy::base64_decode("abc"));
   EXPECT_FALSE(sy::base64_decode("ab=c"));

@@ -20,7 +20,9 @@ std::unique_ptr<sy::MapModule> open_ok(const std::string& path,
   std::string error;
   auto m = sy::MapModule::open(path, std::move(options), "t", "@", &error);
   EXPECT_TRUE(m) << error;
-  if (m) EXPECT_TRUE(m->init(&error)) << error;
+  if (m) {
+    EXPECT_TRUE(m->init(&error)) << error;
+  }
   return m;
 }
 
