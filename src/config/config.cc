@@ -2,6 +2,8 @@
 // value of the wrong type is reported at its own line.
 #include "config/config.h"
 
+#include "net/address.h"
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -177,6 +179,9 @@ int default_workers() {
 bool check(Reader& r, Config* c) {
   for (const auto& l : c->listen) {
     if (l.address.empty()) return r.fail(l.line, "[[listen]] needs an address");
+    std::string why;
+    if (!parse_socket_address(l.address, &why))
+      return r.fail(l.line, "bad address '" + l.address + "': " + why);
   }
   for (const auto& m : c->maps) {
     if (m.module.empty()) return r.fail(m.line, "[[map]] needs a module");

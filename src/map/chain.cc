@@ -17,9 +17,9 @@ ChainReply MapChain::lookup(const std::string& key) const {
       break;
     }
   }
-  if (out.map_name.empty() && !fallback_.empty()) {
-    out.reply.status = LookupStatus::Found;
-    out.reply.answer.host = fallback_;
+  if (out.map_name.empty() && fallback_) {
+    out.reply.status = is_hold_answer(*fallback_) ? LookupStatus::Hold : LookupStatus::Found;
+    out.reply.answer = *fallback_;
     out.map_name = "fallback";
   }
   out.took = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -41,7 +41,15 @@ std::unique_ptr<MapChain> load_chain(const Config& config, std::string* error) {
     }
     chain->add(std::move(m));
   }
-  chain->set_fallback(config.lookup.fallback);
+  if (!config.lookup.fallback.empty()) {
+    auto fallback = parse_map_answer(config.lookup.fallback, config.username.domain_delimiter);
+    if (!fallback) {
+      *error = config.path + ": [lookup] fallback '" + config.lookup.fallback +
+               "' is not a back end or host[:port]";
+      return nullptr;
+    }
+    chain->set_fallback(std::move(*fallback));
+  }
   return chain;
 }
 

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,8 @@ struct ChainReply {
 class MapChain {
  public:
   void add(std::unique_ptr<Map> map) { maps_.push_back(std::move(map)); }
-  void set_fallback(std::string backend) { fallback_ = std::move(backend); }
+  // Answer for keys no map knows (a back-end name or host[:port], or "hold").
+  void set_fallback(MapAnswer answer) { fallback_ = std::move(answer); }
   bool empty() const { return maps_.empty(); }
 
   // Blocking: call from a lookup thread only.
@@ -31,7 +33,7 @@ class MapChain {
 
  private:
   std::vector<std::unique_ptr<Map>> maps_;
-  std::string fallback_;
+  std::optional<MapAnswer> fallback_;
 };
 
 // Opens every [[map]] of the config (NAME -> map_dir/NAME.so, or an absolute path) and

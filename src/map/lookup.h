@@ -21,6 +21,11 @@ inline const char* lookup_status_name(LookupStatus s) {
   return "?";
 }
 
+// "hold" (or lmtp_proxy's "reject") as the whole answer: the user is being moved.
+inline bool is_hold_answer(const MapAnswer& a) {
+  return a.port.empty() && a.user.empty() && (a.host == "hold" || a.host == "reject");
+}
+
 struct MapReply {
   LookupStatus status = LookupStatus::NotFound;
   MapAnswer answer;    // valid when Found

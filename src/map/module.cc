@@ -20,10 +20,6 @@ const char* rc_text(int rc) {
   }
 }
 
-bool is_hold(const MapAnswer& a) {
-  return a.port.empty() && a.user.empty() && (a.host == "hold" || a.host == "reject");
-}
-
 MapReply temp_fail(std::string why) {
   MapReply r;
   r.status = LookupStatus::TempFail;
@@ -128,7 +124,7 @@ MapReply MapModule::lookup(const std::string& key) {
   }
   if (!parsed) return temp_fail("malformed answer from map");
   MapReply r;
-  r.status = is_hold(*parsed) ? LookupStatus::Hold : LookupStatus::Found;
+  r.status = is_hold_answer(*parsed) ? LookupStatus::Hold : LookupStatus::Found;
   r.answer = std::move(*parsed);
   return r;
 }

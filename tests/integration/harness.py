@@ -7,6 +7,7 @@ bounded poll: nothing here sleeps a fixed time to synchronise with a server.
 Paths come from the environment that "make check" exports:
   abs_top_builddir  the build tree (default: the source tree this file lives in)
   DOVECOT           the dovecot binary (default: found on PATH, /usr/sbin, /sbin)
+  SWITCHYARD_KEEP_TMP=1 keeps the tests' temporary directories (configs, logs, mail)
 """
 
 import atexit
@@ -74,8 +75,12 @@ def dovecot_binary():
 
 
 def make_workdir(prefix):
-    """A fresh temporary directory that the unprivileged store users can traverse."""
-    path = tempfile.mkdtemp(prefix=prefix)
+    """A fresh temporary directory that the unprivileged store users can traverse.
+
+    Always under /tmp: a private $TMPDIR may be closed to Dovecot's users, and Dovecot's
+    unix sockets need short paths.
+    """
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     os.chmod(path, 0o755)
     return path
 

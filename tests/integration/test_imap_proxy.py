@@ -125,7 +125,7 @@ class StoreSanity(unittest.TestCase):
     """The stores themselves accept what the proxy tests expect them to (a baseline)."""
 
     def test_hard_passwords_work_against_dovecot_directly(self):
-        workdir = harness.make_workdir("/tmp/switchyard-it-sanity-")
+        workdir = harness.make_workdir("switchyard-it-sanity-")
         store = Dovecot("sanity", os.path.join(workdir, "sanity"), users=HARD_PASSWORDS)
         try:
             for user, password in HARD_PASSWORDS.items():
@@ -143,12 +143,20 @@ class ImapProxyTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        try:
+            cls._start_servers()
+        except BaseException:
+            cls.tearDownClass()   # unittest skips it when setUpClass fails
+            raise
+
+    @classmethod
+    def _start_servers(cls):
         binary = harness.require_file(harness.switchyard_binary(), "the switchyard binary")
         harness.require_file(os.path.join(harness.map_dir(), "sqlite.so"), "the sqlite map")
         cls.sleepmap = harness.require_file(harness.test_module("sleepmap"),
                                             "the sleepmap test module")
         cls.binary = binary
-        cls.tmp = harness.make_workdir("/tmp/switchyard-it-")
+        cls.tmp = harness.make_workdir("switchyard-it-")
         cls.store1 = Dovecot("store1", os.path.join(cls.tmp, "store1"), users=STORE1_USERS)
         cls.store2 = Dovecot("store2", os.path.join(cls.tmp, "store2"), users=STORE2_USERS)
 

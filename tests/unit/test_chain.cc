@@ -68,7 +68,7 @@ TEST(MapChain, TempFailStopsTheChainAndIsNotUnknownUser) {
   Chain c;
   c.add("a", sy::LookupStatus::TempFail);
   auto* b = c.add("b", sy::LookupStatus::Found, "store2");
-  c.chain.set_fallback("store9");
+  c.chain.set_fallback(sy::MapAnswer{"", "store9", ""});
   auto r = c.chain.lookup("jane");
   EXPECT_EQ(r.reply.status, sy::LookupStatus::TempFail);
   EXPECT_EQ(r.map_name, "a");
@@ -78,7 +78,7 @@ TEST(MapChain, TempFailStopsTheChainAndIsNotUnknownUser) {
 TEST(MapChain, HoldStopsTheChain) {
   Chain c;
   c.add("a", sy::LookupStatus::Hold);
-  c.chain.set_fallback("store9");
+  c.chain.set_fallback(sy::MapAnswer{"", "store9", ""});
   EXPECT_EQ(c.chain.lookup("jane").reply.status, sy::LookupStatus::Hold);
 }
 
@@ -94,7 +94,7 @@ TEST(MapChain, AllNotFoundWithoutFallbackIsNotFound) {
 TEST(MapChain, AllNotFoundWithFallback) {
   Chain c;
   c.add("a", sy::LookupStatus::NotFound);
-  c.chain.set_fallback("store9");
+  c.chain.set_fallback(sy::MapAnswer{"", "store9", ""});
   auto r = c.chain.lookup("jane");
   EXPECT_EQ(r.reply.status, sy::LookupStatus::Found);
   EXPECT_EQ(r.reply.answer.host, "store9");
@@ -104,6 +104,15 @@ TEST(MapChain, AllNotFoundWithFallback) {
 TEST(MapChain, EmptyChainUsesFallback) {
   sy::MapChain chain;
   EXPECT_EQ(chain.lookup("x").reply.status, sy::LookupStatus::NotFound);
-  chain.set_fallback("store1");
+  chain.set_fallback(sy::MapAnswer{"", "store1", ""});
   EXPECT_EQ(chain.lookup("x").reply.answer.host, "store1");
+}
+
+TEST(MapChain, FallbackWithPortAndHold) {
+  sy::MapChain chain;
+  chain.set_fallback(sy::MapAnswer{"", "10.0.0.1", "10143"});
+  auto r = chain.lookup("x");
+  EXPECT_EQ(r.reply.answer, (sy::MapAnswer{"", "10.0.0.1", "10143"}));
+  chain.set_fallback(sy::MapAnswer{"", "hold", ""});
+  EXPECT_EQ(chain.lookup("x").reply.status, sy::LookupStatus::Hold);
 }

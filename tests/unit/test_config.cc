@@ -184,3 +184,8 @@ TEST(ConfigErrors, MissingFile) {
   EXPECT_FALSE(sy::load_config("/nonexistent/switchyard.conf", &c, &error));
   EXPECT_NE(error.find("/nonexistent/switchyard.conf"), std::string::npos);
 }
+
+TEST(ConfigErrors, BadListenAddress) {
+  EXPECT_EQ(error_of("[[listen]]\naddress = \"127.0.0.1\"\n"),
+            "t.conf:1: bad address '127.0.0.1': expected host:port");
+}
