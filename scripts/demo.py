@@ -102,10 +102,15 @@ def main():
                  % ", ".join(map(str, busy)))
 
     directory = os.path.abspath(args.dir)
-    if os.path.isdir(directory):
+    marker = os.path.join(directory, ".switchyard-demo")
+    if os.path.isdir(directory) and os.listdir(directory):
+        if not os.path.exists(marker):
+            sys.exit("demo: %s exists and is not an earlier demo's directory: not wiping it"
+                     % directory)
         shutil.rmtree(directory)
-    os.makedirs(directory)
+    os.makedirs(directory, exist_ok=True)
     os.chmod(directory, 0o755)
+    open(marker, "w").close()
 
     stopping = []
 

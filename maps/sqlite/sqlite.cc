@@ -14,9 +14,10 @@
 // left out; a servername holding ':' (IPv6) is put in brackets. The key is always bound as a
 // parameter, never pasted into SQL.
 //
-// Connections: dbserver_init checks the options and that the database opens and the query
-// prepares, then closes everything (it may run as root in a parent that forks later).
-// dbserver_get opens the database read-only on first use and keeps it; it reopens when the
+// Connections: dbserver_init checks the options, opens the database read-only and prepares
+// the query, and keeps that connection (Switchyard runs init in each worker before it drops
+// privileges, so the file may be readable by root only). dbserver_get opens the database
+// on first use if init did not, and keeps it; it reopens when the
 // options change, when the file at PATH is replaced (another inode), after a database
 // error, and in a forked child (a connection is never used across fork()). The host calls a
 // module from one thread at a time, but not always the same thread.
@@ -221,9 +222,12 @@ int open_connection(const Options& opts, const std::string& options_text, Connec
 }
 
 // True when the file at the configured path is still the one `c` opened.
+// False only when another file now stands at PATH. A path we may no longer stat (after
+// the privilege drop) or that vanished keeps the open connection.
 bool same_file(const Connection& c, const Options& opts) {
   struct stat st;
-  return ::stat(opts.path.c_str(), &st) == 0 && st.st_dev == c.dev && st.st_ino == c.ino;
+  if (::stat(opts.path.c_str(), &st) != 0) return true;
+  return st.st_dev == c.dev && st.st_ino == c.ino;
 }
 
 std::string column_text(sqlite3_stmt* stmt, int column) {
@@ -324,13 +328,14 @@ int dbserver_init(char* options) {
     report(error);
     return kOtherError;
   }
-  Connection probe;
-  int rc = open_connection(*opts, options ? options : "", &probe, &error);
+  // The connection stays open: the host runs init before it drops privileges, so a
+  // database only root may read still answers afterwards.
+  int rc = open_connection(*opts, options ? options : "", &g_connection, &error);
   if (rc != kFound) {
+    g_connection.close();
     report(error);
     return rc;
   }
-  probe.close();
   return 0;
 }
 

@@ -1,0 +1,858 @@
+#!/usr/bin/env python3
+"""Side-by-side IMAP proxy benchmark: direct Dovecot, Switchyard, nginx mail, Perdition.
+
+Starts two tuned Dovecot stores on loopback (users split between them: user k lives on
+store k % 2), then each peer in turn, and drives it with bench/imap-load:
+
+  logins  logins/s, p50/p99 login latency, proxy CPU ms per login (and the stores' CPU)
+  bulk    MB/s of FETCH BODY.PEEK[] of a large message, proxy CPU ms per GB relayed
+  idle    N logged-in idle sessions: proxy memory (sum of Pss) per idle session
+
+CPU is utime+stime+cutime+cstime summed over the peer's live process tree, read from
+/proc/PID/stat before and after each run (dead, reaped children are in their parent's
+cutime/cstime, so forking servers are counted whole). Memory is the sum of Pss from
+/proc/PID/smaps_rollup over the same tree.
+
+Everything it starts is a child of its own (own session), stopped by PID at exit and on
+Ctrl-C. Every run is bounded in time. See bench/README.
+
+  make -C bench && python3 bench/run.py --quick
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(BENCH)
+sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
+
+import harness  # noqa: E402
+from harness import (Dovecot, Switchyard, backend_section, make_sqlite_map,  # noqa: E402
+                     switchyard_config, wait_port)
+
+LOADGEN = os.path.join(BENCH, "imap-load")
+HOST = "127.0.0.1"
+PASSWORD = "pass"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Dovecot tuning, the same for every peer: login processes stay up and serve many
+# clients, post-login imap processes are reused (no fork per login) with one client each,
+# no per-login log lines, limits high enough for 10,000 sessions.
+DOVECOT_TUNING = """
+# --- bench/run.py tuning ---
+auth_verbose = no
+verbose_proctitle = no
+auth_cache_size = 10M
+auth_cache_ttl = 1 hour
+default_client_limit = 20000
+default_process_limit = 20000
+default_vsz_limit = 1G
+service imap-login {
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 10000
+}
+service imap {
+  service_count = 0
+  client_limit = 1
+  process_min_avail = 4
+  process_limit = 12000
+}
+protocol imap {
+  mail_max_userip_connections = 100000
+}
+"""
+
+ALL_PEERS = ["direct", "switchyard-w2", "switchyard-w1", "nginx", "perdition"]
+ALL_MODES = ["logins", "bulk", "idle"]
+
+
+def log(msg):
+    sys.stderr.write("[run.py %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------
+# /proc accounting.
+
+def _proc_table():
+    """{pid: (ppid, ticks)} for every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "r") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        # rest[0] = state (field 3); utime = field 14 -> rest[11], stime 15, cutime 16, cstime 17
+        ppid = int(rest[1])
+        ticks = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+        table[int(entry)] = (ppid, ticks)
+    return table
+
+
+def tree_pids(roots, table=None):
+    table = table if table is not None else _proc_table()
+    children = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [r for r in roots if r in table]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def cpu_seconds(roots):
+    if not roots:
+        return 0.0
+    table = _proc_table()
+    return sum(table[p][1] for p in tree_pids(roots, table)) / CLK_TCK
+
+
+def pss_bytes(roots):
+    total = 0
+    for pid in tree_pids(roots):
+        try:
+            with open("/proc/%d/smaps_rollup" % pid, "r") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
+# ---------------------------------------------------------------------------
+# Processes of our own (nginx, Perdition): own session, stopped by PID / own group.
+
+_OWN = []
+
+
+class OwnProcess:
+    def __init__(self, argv, workdir, name, port):
+        self.argv, self.workdir, self.name, self.port = argv, workdir, name, port
+        self.log_path = os.path.join(workdir, name + ".log")
+        self.process = None
+
+    def describe(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return "--- %s ---\n%s" % (self.log_path, f.read()[-4000:])
+        except OSError:
+            return ""
+
+    def start(self):
+        logf = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                            stderr=subprocess.STDOUT, cwd=self.workdir,
+                                            start_new_session=True)
+        finally:
+            logf.close()
+        _OWN.append(self)
+        wait_port(HOST, self.port, 15.0, self.process, self.describe)
+
+    @property
+    def pid(self):
+        return self.process.pid if self.process else None
+
+    def stop(self):
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            try:
+                self.process.send_signal(signal.SIGTERM)
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        # Forked children (Perdition's per-connection processes) are in our own group.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        if self in _OWN:
+            _OWN.remove(self)
+
+
+# ---------------------------------------------------------------------------
+# Peers.
+
+class Peer:
+    name = "?"
+    label = "?"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def targets(self):
+        return ["%s:%d" % (HOST, self.port)]
+
+    def roots(self):
+        """PIDs whose process trees are this proxy (empty for direct Dovecot)."""
+        return []
+
+    def fd_capacity_sessions(self):
+        """How many proxied sessions fit in this peer's descriptor limits (None: no limit)."""
+        return None
+
+
+class Direct(Peer):
+    name = "direct"
+    label = "direct Dovecot"
+
+    def targets(self):
+        return ["%s:%d" % (HOST, s.imap_port) for s in self.ctx.stores]
+
+
+class SwitchyardPeer(Peer):
+    def __init__(self, ctx, workers):
+        super().__init__(ctx)
+        self.workers = workers
+        self.name = "switchyard-w%d" % workers
+        self.label = "Switchyard workers=%d" % workers
+        self.proxy = None
+
+    def start(self):
+        ctx = self.ctx
+        self.port = harness.free_port()
+        backends = "".join(backend_section("store%d" % i, s.imap_port)
+                           for i, s in enumerate(ctx.stores))
+        config = switchyard_config(self.port, maps=[("sqlite", ctx.map_path)], backends=backends,
+                                   level=ctx.args.sy_log_level, workers=self.workers,
+                                   limits={"login_timeout": "60s", "idle_timeout": "30m"})
+        workdir = os.path.join(ctx.tmp, self.name)
+        self.proxy = Switchyard(ctx.args.switchyard, workdir, config)
+
+    def stop(self):
+        if self.proxy:
+            self.proxy.stop()
+
+    def roots(self):
+        return [self.proxy.pid] if self.proxy and self.proxy.pid else []
+
+    def fd_capacity_sessions(self):
+        # Each worker holds two descriptors per relayed session.
+        return self.workers * (self.ctx.nofile - 200) // 2
+
+
+class NginxPeer(Peer):
+    name = "nginx"
+    label = "nginx mail"
+
+    def start(self):
+        ctx = self.ctx
+        self.port, self.auth_port = harness.free_ports(2)
+        workdir = harness.make_workdir(os.path.join(ctx.tmp, "nginx-"))
+        p0, p1 = ctx.stores[0].imap_port, ctx.stores[1].imap_port
+        conns = min(ctx.nofile - 100, 20000)
+        conf = """\
+# Written by bench/run.py.
+daemon off;
+master_process on;
+worker_processes {workers};
+user nobody nogroup;
+pid {w}/nginx.pid;
+error_log {w}/error.log error;
+worker_rlimit_nofile {nofile};
+load_module /usr/lib/nginx/modules/ngx_mail_module.so;
+events {{
+  worker_connections {conns};
+}}
+http {{
+  access_log off;
+  client_body_temp_path {w}/tmp-body;
+  proxy_temp_path {w}/tmp-proxy;
+  fastcgi_temp_path {w}/tmp-fastcgi;
+  uwsgi_temp_path {w}/tmp-uwsgi;
+  scgi_temp_path {w}/tmp-scgi;
+  # The "map lookup": user k lives on store k % 2 (even last digit: store0).
+  map $http_auth_user $store_port {{
+    ~[02468]$ {p0};
+    default   {p1};
+  }}
+  server {{
+    listen {host}:{auth_port};
+    location = /auth {{
+      add_header Auth-Status OK;
+      add_header Auth-Server {host};
+      add_header Auth-Port $store_port;
+      return 204;
+    }}
+  }}
+}}
+mail {{
+  auth_http {host}:{auth_port}/auth;
+  proxy_pass_error_message on;
+  server {{
+    listen {host}:{port};
+    protocol imap;
+    proxy on;
+    imap_auth login plain;
+  }}
+}}
+""".format(workers=ctx.args.nginx_workers, w=workdir, nofile=ctx.nofile, conns=conns,
+           p0=p0, p1=p1, host=HOST, auth_port=self.auth_port, port=self.port)
+        conf_path = os.path.join(workdir, "nginx.conf")
+        with open(conf_path, "w") as f:
+            f.write(conf)
+        self.proc = OwnProcess(["nginx", "-p", workdir, "-e", os.path.join(workdir, "error.log"),
+                                "-c", conf_path], workdir, "nginx", self.port)
+        self.proc.start()
+        wait_port(HOST, self.auth_port, 15.0, self.proc.process, self.proc.describe)
+
+    def stop(self):
+        if getattr(self, "proc", None):
+            self.proc.stop()
+
+    def roots(self):
+        return [self.proc.pid] if self.proc.pid else []
+
+    def fd_capacity_sessions(self):
+        return self.ctx.args.nginx_workers * (self.ctx.nofile - 200) // 2
+
+
+class PerditionPeer(Peer):
+    name = "perdition"
+    label = "Perdition"
+
+    def start(self):
+        ctx = self.ctx
+        self.port = harness.free_port()
+        workdir = harness.make_workdir(os.path.join(ctx.tmp, "perdition-"))
+        popmap = os.path.join(workdir, "popmap")
+        with open(popmap, "w") as f:
+            for k in range(ctx.args.users):
+                f.write("%s:%s:%d\n" % (ctx.user(k), HOST, ctx.stores[k % 2].imap_port))
+        db = os.path.join(workdir, "popmap.db")
+        with open(popmap, "rb") as src:
+            subprocess.run(["makegdbm", db], stdin=src, check=True, timeout=60)
+        os.chmod(db, 0o644)
+        empty_conf = os.path.join(workdir, "perdition.conf")
+        open(empty_conf, "w").close()
+        lib = "/usr/lib/x86_64-linux-gnu/libperditiondb_gdbm.so.0"
+        argv = ["perdition", "-f", empty_conf, "-P", "IMAP4", "--no_daemon",
+                "-b", HOST, "-l", str(self.port), "-M", lib, "-m", db,
+                "--ssl_mode", "none", "--no_lookup", "-q", "-F", "+",
+                "-u", "nobody", "-g", "nogroup", "--connection_limit", "0",
+                "--pid_file", os.path.join(workdir, "perdition.pid")]
+        self.proc = OwnProcess(argv, workdir, "perdition", self.port)
+        self.proc.start()
+
+    def stop(self):
+        if getattr(self, "proc", None):
+            self.proc.stop()
+
+    def roots(self):
+        return [self.proc.pid] if self.proc.pid else []
+
+
+# ---------------------------------------------------------------------------
+# Load generator runs.
+
+RESULT_RE = re.compile(r'(\w+)=("[^"]*"|\S+)')
+
+
+def parse_result(text):
+    for line in reversed(text.splitlines()):
+        if line.startswith("RESULT "):
+            out = {}
+            for k, v in RESULT_RE.findall(line[7:]):
+                v = v.strip('"')
+                try:
+                    out[k] = float(v) if "." in v else int(v)
+                except ValueError:
+                    out[k] = v
+            return out
+    raise RuntimeError("imap-load printed no RESULT line:\n" + text[-2000:])
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.tmp = harness.make_workdir("/tmp/switchyard-bench-")
+        self.stores = []
+        self.rows = {"logins": [], "bulk": [], "idle": []}
+        self.notes = []
+        self.loadgen = None  # the imap-load Popen in flight
+
+    def user(self, k):
+        return "user%d" % k
+
+    def store_roots(self):
+        return [s.pid for s in self.stores if s.pid]
+
+    # -- setup ----------------------------------------------------------------
+
+    def start_stores(self):
+        users = {self.user(k): PASSWORD for k in range(self.args.users)}
+        for i in range(2):
+            mine = {u: p for k, (u, p) in enumerate(users.items()) if k % 2 == i}
+            self.stores.append(Dovecot("bench%d" % i, os.path.join(self.tmp, "store%d" % i),
+                                       users=mine, extra_conf=DOVECOT_TUNING))
+        # One large message in the INBOX of each bulk user (users 0 .. bulk clients - 1).
+        size = int(self.args.bulk_mb * 1e6)
+        line = b"x" * 76 + b"\r\n"
+        body = line * (size // len(line) + 1)
+        raw = (b"From: bench@example.invalid\r\nTo: user@example.invalid\r\n"
+               b"Subject: bulk\r\n\r\n" + body)[:size]
+        for k in range(max(self.args.bulk_concurrency)):
+            self.stores[k % 2].add_message(self.user(k), raw)
+        self.map_path = make_sqlite_map(
+            os.path.join(self.tmp, "users.db"),
+            [(self.user(k), "store%d" % (k % 2)) for k in range(self.args.users)])
+        log("stores on ports %s, work dir %s"
+            % (", ".join(str(s.imap_port) for s in self.stores), self.tmp))
+
+    def make_peer(self, name):
+        if name == "direct":
+            return Direct(self)
+        if name.startswith("switchyard-w"):
+            return SwitchyardPeer(self, int(name[len("switchyard-w"):]))
+        if name == "nginx":
+            return NginxPeer(self)
+        if name == "perdition":
+            return PerditionPeer(self)
+        raise ValueError(name)
+
+    # -- one load-generator run -----------------------------------------------
+
+    def loadgen_cmd(self, mode, peer, extra):
+        cmd = [LOADGEN, mode]
+        for t in peer.targets():
+            cmd += ["--target", t]
+        cmd += ["--users", str(self.args.users), "--password", PASSWORD,
+                "--timeout", str(self.args.step_timeout)]
+        return cmd + extra
+
+    def run_loadgen(self, cmd, limit):
+        log(" ".join(cmd[1:]))
+        self.loadgen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = self.loadgen.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.loadgen.kill()
+            out, err = self.loadgen.communicate(timeout=10)
+            raise RuntimeError("imap-load did not finish within %ds" % limit)
+        finally:
+            self.loadgen = None
+        if err.strip():
+            log("imap-load: " + err.strip()[-500:])
+        return parse_result(out)
+
+    def measured(self, peer, fn):
+        roots, stores = peer.roots(), self.store_roots()
+        p0, s0, t0 = cpu_seconds(roots), cpu_seconds(stores), time.monotonic()
+        result = fn()
+        p1, s1, t1 = cpu_seconds(roots), cpu_seconds(stores), time.monotonic()
+        return result, p1 - p0, s1 - s0, t1 - t0
+
+    def warm_up(self, peer):
+        cmd = self.loadgen_cmd("logins", peer, ["-c", "4", "-d", "1", "--max-time", "30"])
+        r = self.run_loadgen(cmd, 60)
+        if r.get("logins", 0) == 0:
+            raise RuntimeError("%s: warm-up logins all failed: %s" % (peer.name, r))
+
+    def bench_logins(self, peer):
+        for c in self.args.login_concurrency:
+            cmd = self.loadgen_cmd("logins", peer, ["-c", str(c), "-d", str(self.args.login_secs),
+                                                    "--max-time", str(self.args.login_secs + 60)])
+            r, pcpu, scpu, _ = self.measured(peer, lambda: self.run_loadgen(
+                cmd, self.args.login_secs + 90))
+            n = max(r["logins"], 1)
+            row = {"peer": peer.label, "name": peer.name, "c": c, "rate": r["rate"],
+                   "p50": r["login_p50_ms"], "p99": r["login_p99_ms"],
+                   "cycle_p50": r["cycle_p50_ms"], "errors": r["errors"], "logins": r["logins"],
+                   "proxy_ms": pcpu * 1000 / n if peer.roots() else None,
+                   "store_ms": scpu * 1000 / n, "first_error": r.get("first_error")}
+            self.rows["logins"].append(row)
+            log("  logins c=%d: %.0f/s p50 %.2f ms p99 %.2f ms proxy %s ms/login errors %d"
+                % (c, row["rate"], row["p50"], row["p99"],
+                   "%.3f" % row["proxy_ms"] if row["proxy_ms"] is not None else "-",
+                   row["errors"]))
+
+    def bench_bulk(self, peer):
+        for c in self.args.bulk_concurrency:
+            cmd = self.loadgen_cmd("bulk", peer, ["-c", str(c), "-d", str(self.args.bulk_secs),
+                                                  "--max-time", str(self.args.bulk_secs + 60)])
+            r, pcpu, scpu, _ = self.measured(peer, lambda: self.run_loadgen(
+                cmd, self.args.bulk_secs + 90))
+            gb = r["bytes"] / 1e9
+            row = {"peer": peer.label, "name": peer.name, "c": c, "mbps": r["mb_per_s"],
+                   "gb": gb, "errors": r["errors"],
+                   "proxy_ms_gb": pcpu * 1000 / gb if peer.roots() and gb > 0 else None,
+                   "store_ms_gb": scpu * 1000 / gb if gb > 0 else None,
+                   "first_error": r.get("first_error")}
+            self.rows["bulk"].append(row)
+            log("  bulk c=%d: %.0f MB/s (%.2f GB) proxy %s ms/GB errors %d"
+                % (c, row["mbps"], gb, "%.0f" % row["proxy_ms_gb"]
+                   if row["proxy_ms_gb"] is not None else "-", row["errors"]))
+
+    def bench_idle(self, peer):
+        want = self.args.idle_sessions
+        if peer.name == "perdition" and self.args.idle_perdition is not None:
+            want = min(want, self.args.idle_perdition)
+        cap = peer.fd_capacity_sessions()
+        if cap is not None and want > cap:
+            self.notes.append("%s: idle run capped at %d sessions (RLIMIT_NOFILE %d per "
+                              "process, not raisable here)" % (peer.label, cap, self.nofile))
+            want = cap
+        roots = peer.roots() or self.store_roots()
+        time.sleep(0.5)
+        before = pss_bytes(roots)
+        store_before = pss_bytes(self.store_roots())
+        limit = self.args.idle_max_secs
+        cmd = self.loadgen_cmd("idle", peer, ["-n", str(want), "--ramp", str(self.args.idle_ramp),
+                                              "--hold", str(limit), "--max-time", str(limit)])
+        log(" ".join(cmd[1:]))
+        self.loadgen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        proc = self.loadgen
+        try:
+            line = self._read_line(proc, limit + 30)
+            if not line.startswith("ESTABLISHED"):
+                raise RuntimeError("imap-load idle: %r" % line)
+            held = int(re.search(r"sessions=(\d+)", line).group(1))
+            time.sleep(1.0)  # let lazily freed memory settle
+            after = pss_bytes(roots)
+            store_after = pss_bytes(self.store_roots())
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            out, err = proc.communicate(timeout=60)
+        except Exception:
+            proc.kill()
+            proc.communicate(timeout=10)
+            raise
+        finally:
+            self.loadgen = None
+        if err.strip():
+            log("imap-load: " + err.strip()[-500:])
+        r = parse_result(out)
+        per = (after - before) / held if held else None
+        row = {"peer": peer.label, "name": peer.name, "sessions": held, "requested": want,
+               "errors": r["errors"], "secs": r["establish_secs"],
+               "before": before, "after": after, "per_session": per,
+               "store_per_session": (store_after - store_before) / held if held else None,
+               "direct": not peer.roots(), "first_error": r.get("first_error")}
+        self.rows["idle"].append(row)
+        log("  idle: %d sessions in %.1fs, %s: %.1f MB -> %.1f MB = %s bytes/session"
+            % (held, r["establish_secs"], "proxy" if peer.roots() else "stores",
+               before / 1e6, after / 1e6, "%.0f" % per if per is not None else "-"))
+
+    @staticmethod
+    def _read_line(proc, limit):
+        import selectors
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + limit
+        try:
+            while time.monotonic() < deadline:
+                if sel.select(timeout=1.0):
+                    line = proc.stdout.readline()
+                    if not line:
+                        raise RuntimeError("imap-load exited: " + proc.stderr.read()[-1000:])
+                    return line.strip()
+                if proc.poll() is not None:
+                    raise RuntimeError("imap-load exited: " + proc.stderr.read()[-1000:])
+        finally:
+            sel.close()
+        raise RuntimeError("imap-load idle did not establish within %ds" % limit)
+
+    # -- the whole run ------------------------------------------------------------
+
+    def run(self):
+        self.start_stores()
+        for name in self.args.peers:
+            peer = self.make_peer(name)
+            log("=== %s ===" % peer.label)
+            try:
+                peer.start()
+                self.warm_up(peer)
+                for mode in self.args.modes:
+                    getattr(self, "bench_" + mode)(peer)
+            except (RuntimeError, TimeoutError, AssertionError, OSError,
+                    subprocess.SubprocessError) as e:
+                log("%s failed: %s" % (peer.label, e))
+                self.notes.append("%s: run failed: %s" % (peer.label, str(e).splitlines()[0]))
+            finally:
+                peer.stop()
+            time.sleep(1.0)
+
+    def stop(self):
+        if self.loadgen is not None and self.loadgen.poll() is None:
+            self.loadgen.kill()
+        for store in self.stores:
+            store.stop()
+        for p in list(_OWN):
+            p.stop()
+        if not self.args.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- report -------------------------------------------------------------------
+
+    def report(self):
+        a = self.args
+        out = []
+        out.append("# Switchyard side-by-side benchmark\n")
+        out.append("- date: %s" % datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
+        out.append("- machine: %d CPUs (%s), kernel %s, %s"
+                   % (os.cpu_count(), cpu_model(), platform.release(), mem_total()))
+        out.append("- versions: %s" % versions(a.switchyard))
+        out.append("- run: `%s`" % " ".join(["bench/run.py"] + sys.argv[1:]))
+        out.append("- stores: two Dovecot instances on loopback, users split k %% 2, %d users; "
+                   "tuning: imap-login service_count=0 process_min_avail=2, imap service_count=0 "
+                   "client_limit=1 (reused processes), auth cache, auth_verbose=no" % a.users)
+        out.append("- Switchyard: sqlite map (%d rows), log level %s; nginx: %d workers, "
+                   "auth_http served by nginx itself (static map on the user name); "
+                   "Perdition: gdbm popmap, -q, --no_lookup" % (a.users, a.sy_log_level,
+                                                                a.nginx_workers))
+        out.append("")
+        direct_login = {r["c"]: r["rate"] for r in self.rows["logins"] if r["name"] == "direct"}
+        direct_bulk = {r["c"]: r["mbps"] for r in self.rows["bulk"] if r["name"] == "direct"}
+        if self.rows["logins"]:
+            out.append("## Logins (connect, greeting, LOGIN, LOGOUT, close), %gs per run\n"
+                       % a.login_secs)
+            out.append("| peer | clients | logins/s | vs direct | login p50 ms | login p99 ms | "
+                       "proxy CPU ms/login | store CPU ms/login | errors |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for r in self.rows["logins"]:
+                d = direct_login.get(r["c"])
+                out.append("| %s | %d | %.0f | %s | %.2f | %.2f | %s | %.3f | %d |" % (
+                    r["peer"], r["c"], r["rate"], "%.2fx" % (r["rate"] / d) if d else "-",
+                    r["p50"], r["p99"], fmt(r["proxy_ms"], 3), r["store_ms"], r["errors"]))
+            out.append("")
+        if self.rows["bulk"]:
+            out.append("## Bulk (FETCH 1 BODY.PEEK[] of a %g MB message, repeated), %gs per run\n"
+                       % (a.bulk_mb, a.bulk_secs))
+            out.append("| peer | clients | MB/s | vs direct | GB moved | proxy CPU ms/GB | "
+                       "store CPU ms/GB | errors |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for r in self.rows["bulk"]:
+                d = direct_bulk.get(r["c"])
+                out.append("| %s | %d | %.0f | %s | %.2f | %s | %s | %d |" % (
+                    r["peer"], r["c"], r["mbps"], "%.2fx" % (r["mbps"] / d) if d else "-",
+                    r["gb"], fmt(r["proxy_ms_gb"], 0), fmt(r["store_ms_gb"], 0), r["errors"]))
+            out.append("")
+        if self.rows["idle"]:
+            out.append("## Idle sessions (logged in, then idle)\n")
+            out.append("| peer | sessions | set-up s | Pss before MB | Pss with sessions MB | "
+                       "bytes/session (proxy) | bytes/session (stores) | errors |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for r in self.rows["idle"]:
+                proxy = "-" if r["direct"] else fmt(r["per_session"], 0)
+                before = "-" if r["direct"] else "%.1f" % (r["before"] / 1e6)
+                after = "-" if r["direct"] else "%.1f" % (r["after"] / 1e6)
+                out.append("| %s | %d | %.1f | %s | %s | %s | %s | %d |" % (
+                    r["peer"], r["sessions"], r["secs"], before, after, proxy,
+                    fmt(r["store_per_session"], 0), r["errors"]))
+            out.append("")
+        out.extend(self.budget())
+        errs = [r for rows in self.rows.values() for r in rows if r.get("first_error")]
+        if errs or self.notes:
+            out.append("## Notes\n")
+            for n in self.notes:
+                out.append("- " + n)
+            for r in errs:
+                out.append("- %s: first error: %s" % (r["peer"], r["first_error"]))
+            out.append("")
+        return "\n".join(out)
+
+    def budget(self):
+        """Switchyard against DESIGN.md's performance budget."""
+        out = []
+        direct_login = {r["c"]: r["rate"] for r in self.rows["logins"] if r["name"] == "direct"}
+        direct_bulk = {r["c"]: r["mbps"] for r in self.rows["bulk"] if r["name"] == "direct"}
+        checks = []
+        for r in self.rows["logins"]:
+            if not r["name"].startswith("switchyard"):
+                continue
+            checks.append(("%s c=%d CPU per login <= 0.12 ms" % (r["peer"], r["c"]),
+                           "%.3f ms" % r["proxy_ms"], r["proxy_ms"] <= 0.12))
+            d = direct_login.get(r["c"])
+            if d:
+                checks.append(("%s c=%d login rate >= 0.9x direct" % (r["peer"], r["c"]),
+                               "%.2fx" % (r["rate"] / d), r["rate"] / d >= 0.9))
+        for r in self.rows["bulk"]:
+            if not r["name"].startswith("switchyard"):
+                continue
+            d = direct_bulk.get(r["c"])
+            if d:
+                checks.append(("%s c=%d bulk >= 0.9x direct" % (r["peer"], r["c"]),
+                               "%.2fx" % (r["mbps"] / d), r["mbps"] / d >= 0.9))
+            if r["proxy_ms_gb"] is not None:
+                checks.append(("%s c=%d CPU per GB <= 250 ms" % (r["peer"], r["c"]),
+                               "%.0f ms" % r["proxy_ms_gb"], r["proxy_ms_gb"] <= 250))
+        for r in self.rows["idle"]:
+            if not r["name"].startswith("switchyard") or r["per_session"] is None:
+                continue
+            checks.append(("%s <= 4 kB per idle session (%d sessions)"
+                           % (r["peer"], r["sessions"]),
+                           "%.0f B" % r["per_session"], r["per_session"] <= 4096))
+        if checks:
+            out.append("## Switchyard against the budget (DESIGN.md)\n")
+            out.append("| check | measured | verdict |")
+            out.append("|---|---:|---|")
+            for what, val, ok in checks:
+                out.append("| %s | %s | %s |" % (what, val, "ok" if ok else "**over budget**"))
+            out.append("")
+        return out
+
+
+def fmt(v, digits):
+    return "-" if v is None else ("%%.%df" % digits) % v
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def mem_total():
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        return "%.0f GiB RAM" % (kb / 1048576)
+    except (OSError, ValueError, IndexError):
+        return "?"
+
+
+def versions(binary):
+    def run(cmd):
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=10)
+            return r.stdout.strip().splitlines()[0] if r.stdout.strip() else "?"
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+    pkg = lambda p: run(["dpkg-query", "-W", "-f=${Version}", p])  # noqa: E731
+    return "; ".join([
+        "switchyard %s" % run([binary, "-V"]),
+        "dovecot %s" % run(["dovecot", "--version"]),
+        "nginx %s (libnginx-mod-mail %s)" % (pkg("nginx"), pkg("libnginx-mod-mail")),
+        "perdition %s" % pkg("perdition"),
+    ])
+
+
+def int_list(text):
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="short runs (whole benchmark < 2 minutes)")
+    ap.add_argument("--peers", default=",".join(ALL_PEERS),
+                    help="comma list from %s" % ",".join(ALL_PEERS))
+    ap.add_argument("--modes", default=",".join(ALL_MODES), help="comma list: logins,bulk,idle")
+    ap.add_argument("--login-secs", type=float, help="seconds per login run (10; quick 3)")
+    ap.add_argument("--login-concurrency", type=int_list,
+                    help="client counts for logins, e.g. 1,16 (full 1,16; quick 16)")
+    ap.add_argument("--bulk-secs", type=float, help="seconds per bulk run (10; quick 3)")
+    ap.add_argument("--bulk-concurrency", type=int_list, help="client counts (1,4; quick 2)")
+    ap.add_argument("--bulk-mb", type=float, default=10, help="size of the fetched message, MB")
+    ap.add_argument("--idle-sessions", type=int, help="idle sessions (10000; quick 1000)")
+    ap.add_argument("--idle-perdition", type=int,
+                    help="cap for Perdition's idle run (one process per session; default: none)")
+    ap.add_argument("--idle-ramp", type=int, default=64, help="idle sessions set up at once")
+    ap.add_argument("--idle-max-secs", type=int, default=300,
+                    help="longest time to establish / hold the idle sessions")
+    ap.add_argument("--users", type=int, default=200, help="users in the stores and maps")
+    ap.add_argument("--step-timeout", type=float, default=10, help="per-step client timeout")
+    ap.add_argument("--sy-log-level", default="notice",
+                    help="Switchyard [log] level (info logs one line per login)")
+    ap.add_argument("--nginx-workers", type=int, default=2)
+    ap.add_argument("--switchyard", default=harness.switchyard_binary(),
+                    help="switchyard binary")
+    ap.add_argument("--output", default=os.path.join(BENCH, "RESULTS.md"))
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    q = args.quick
+    args.login_secs = args.login_secs or (3 if q else 10)
+    args.login_concurrency = args.login_concurrency or ([16] if q else [1, 16])
+    args.bulk_secs = args.bulk_secs or (3 if q else 10)
+    args.bulk_concurrency = args.bulk_concurrency or ([2] if q else [1, 4])
+    args.idle_sessions = args.idle_sessions or (1000 if q else 10000)
+    args.peers = [p for p in args.peers.split(",") if p]
+    args.modes = [m for m in args.modes.split(",") if m]
+    for p in args.peers:
+        if p not in ALL_PEERS and not re.match(r"^switchyard-w\d+$", p):
+            ap.error("unknown peer %s" % p)
+    for m in args.modes:
+        if m not in ALL_MODES:
+            ap.error("unknown mode %s" % m)
+    if args.users < max(args.bulk_concurrency):
+        ap.error("--users must be >= the largest bulk concurrency")
+
+    if not os.access(LOADGEN, os.X_OK):
+        subprocess.run(["make", "-C", BENCH], check=True, timeout=300)
+    harness.require_file(args.switchyard, "the switchyard binary")
+    # Descriptors: as many as the hard limit allows (children inherit it).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+    # Ctrl-C / SIGTERM: unwind through the finally below, which stops everything by PID.
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+
+    bench = Bench(args)
+    started = time.monotonic()
+    interrupted = False
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: stopping everything")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        bench.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    text = bench.report()
+    text += "\n_total run time %.0f s%s_\n" % (time.monotonic() - started,
+                                               ", interrupted" if interrupted else "")
+    print(text)
+    if not interrupted:
+        with open(args.output, "w") as f:
+            f.write(text)
+        log("wrote " + args.output)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
