@@ -587,6 +587,21 @@ class Bench:
 
     # -- the whole run ------------------------------------------------------------
 
+    def serve(self, name, secs):
+        """Start the stores and one peer, print where to point imap-load, wait (bounded)."""
+        self.start_stores()
+        peer = self.make_peer(name)
+        peer.start()
+        try:
+            targets = " ".join("--target " + t for t in peer.targets())
+            print("%s ready: %s --users %d --password %s; proxy PIDs %s; stores %s"
+                  % (peer.label, targets, self.args.users, PASSWORD, peer.roots(),
+                     self.store_roots()), flush=True)
+            print("work dir %s; stops after %ds or on Ctrl-C" % (self.tmp, secs), flush=True)
+            time.sleep(secs)
+        finally:
+            peer.stop()
+
     def run(self):
         self.start_stores()
         for name in self.args.peers:
@@ -798,6 +813,10 @@ def main():
                     help="switchyard binary")
     ap.add_argument("--output", default=os.path.join(BENCH, "RESULTS.md"))
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--serve", metavar="PEER",
+                    help="only start the stores and PEER, print their ports, and wait "
+                         "(for manual runs of imap-load); bounded by --serve-secs")
+    ap.add_argument("--serve-secs", type=int, default=600)
     args = ap.parse_args()
     q = args.quick
     args.login_secs = args.login_secs or (3 if q else 10)
@@ -835,6 +854,9 @@ def main():
     started = time.monotonic()
     interrupted = False
     try:
+        if args.serve:
+            bench.serve(args.serve, args.serve_secs)
+            return 0
         bench.run()
     except KeyboardInterrupt:
         interrupted = True
@@ -843,6 +865,8 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         bench.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.serve:
+        return 130 if interrupted else 0
     text = bench.report()
     text += "\n_total run time %.0f s%s_\n" % (time.monotonic() - started,
                                                ", interrupted" if interrupted else "")

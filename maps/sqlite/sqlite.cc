@@ -30,6 +30,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -245,7 +246,9 @@ std::string make_answer(const std::string& user, const std::string& server,
                         const std::string& port) {
   std::string out;
   if (!user.empty()) out = user + "@";
-  if (server.find(':') != std::string::npos && server.front() != '[')
+  // A bare IPv6 address (two or more ':') gets brackets; "host:port" in the servername
+  // column passes as it is, as with Perdition's SQL maps.
+  if (std::count(server.begin(), server.end(), ':') >= 2 && server.front() != '[')
     out += "[" + server + "]";
   else
     out += server;

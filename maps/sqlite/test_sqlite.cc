@@ -140,6 +140,19 @@ TEST_F(SqliteMapTest, Ipv6ServernameIsBracketed) {
   EXPECT_EQ(get("v6").value, "[::1]:143");
 }
 
+TEST_F(SqliteMapTest, HostAndPortInServernamePassUnchanged) {
+  make_standard_db(db_);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "INSERT INTO tblPerdition (\"user\", servername) "
+                         "VALUES ('hp', '127.0.0.1:10143')",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  EXPECT_EQ(get("hp").value, "127.0.0.1:10143");
+}
+
 TEST_F(SqliteMapTest, ValuesAreTrimmed) {
   make_standard_db(db_);
   EXPECT_EQ(get("padded").value, "store4:110");
