@@ -1,0 +1,203 @@
+"""Integration tests of the daemon around the proxy: pre-forked workers, respawn, SIGHUP
+reload with draining, IPv6 and Unix-socket listeners, and the switchyard-map tool.
+
+Real Dovecot stores on loopback, started here; everything stopped by PID.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (Dovecot, LineClient, Switchyard, backend_section, imap_quote,  # noqa: E402
+                     make_sqlite_map, switchyard_config, wait_until)
+
+HOST = "127.0.0.1"
+
+
+def login_ok(port, user, password, host=HOST):
+    client = LineClient(host, port)
+    try:
+        assert client.readline().startswith(b"* OK")
+        _, tagged = client.command("a", b"LOGIN " + imap_quote(user) + b" " + imap_quote(password))
+        return tagged.startswith(b"a OK")
+    finally:
+        client.close()
+
+
+def workers_of(proxy):
+    return sorted(harness.children_of(proxy.pid))
+
+
+class DaemonTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="switchyard-daemon-")
+        os.chmod(cls.tmp, 0o755)
+        cls.store1 = Dovecot("store1", os.path.join(cls.tmp, "store1"),
+                             users={"ann": "ann-pw", "ben": "ben-pw"})
+        cls.store2 = Dovecot("store2", os.path.join(cls.tmp, "store2"),
+                             users={"ann": "ann-pw", "cid": "cid-pw"})
+        cls.map_path = make_sqlite_map(os.path.join(cls.tmp, "users.db"),
+                                       [("ann", "store1"), ("ben", "store1"),
+                                        ("cid", "store2")])
+        cls.backends = (backend_section("store1", cls.store1.imap_port)
+                        + backend_section("store2", cls.store2.imap_port))
+
+    @classmethod
+    def tearDownClass(cls):
+        for store in (cls.store1, cls.store2):
+            store.stop()
+        if not os.environ.get("SWITCHYARD_KEEP_TMP"):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def proxy(self, name, workers=2, port=None, extra_listen="", ports=None):
+        port = port or harness.free_port()
+        config = switchyard_config(port, maps=[("sqlite", self.map_path)],
+                                   backends=self.backends, workers=workers,
+                                   extra=extra_listen)
+        p = Switchyard(None, os.path.join(self.tmp, name), config, ports=ports)
+        self.addCleanup(p.stop)
+        return p
+
+    def test_master_forks_the_configured_workers_and_respawns_a_dead_one(self):
+        p = self.proxy("respawn", workers=2)
+        wait_until(lambda: len(workers_of(p)) == 2, 10, "two workers")
+        before = workers_of(p)
+        os.kill(before[0], signal.SIGKILL)
+        wait_until(lambda: len(workers_of(p)) == 2 and before[0] not in workers_of(p), 10,
+                   "a respawned worker")
+        self.assertIn(before[1], workers_of(p), "the other worker was left alone")
+        self.assertTrue(login_ok(p.port, "ann", "ann-pw"))
+        self.assertRegex(p.log_text(), r"worker %d killed by signal 9" % before[0])
+
+    def test_workers_drop_privileges_when_started_as_root(self):
+        if os.geteuid() != 0:
+            self.assertTrue(True)  # nothing to drop: the rule is "ignored when not root"
+            return
+        p = self.proxy("privs", workers=1)
+        wait_until(lambda: len(workers_of(p)) == 1, 10, "a worker")
+        worker = workers_of(p)[0]
+
+        def uid_of(pid):
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        return [int(x) for x in line.split()[1:]]
+        wait_until(lambda: uid_of(worker) != [0, 0, 0, 0], 10, "the worker to drop root")
+        self.assertEqual(set(uid_of(worker)), {65534}, "worker runs as nobody")
+        self.assertEqual(uid_of(p.pid)[0], 0, "master keeps root to bind and respawn")
+        self.assertTrue(login_ok(p.port, "cid", "cid-pw"))
+
+    def test_sighup_reloads_config_and_old_workers_finish_their_sessions(self):
+        p = self.proxy("reload", workers=1)
+        wait_until(lambda: len(workers_of(p)) == 1, 10, "a worker")
+        old = workers_of(p)
+        # A logged-in session on the old worker.
+        client = LineClient(HOST, p.port)
+        self.addCleanup(client.close)
+        client.readline()
+        _, tagged = client.command("a", b"LOGIN ann ann-pw")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        # New config: one more listener.
+        port2 = harness.free_port()
+        with open(p.conf_path, "a") as f:
+            f.write('\n[[listen]]\nprotocol = "imap"\naddress = "127.0.0.1:%d"\n' % port2)
+        os.kill(p.pid, signal.SIGHUP)
+        harness.wait_port(HOST, port2, 10)
+        wait_until(lambda: any(w not in old for w in workers_of(p)), 10, "a new worker")
+        self.assertTrue(login_ok(port2, "ben", "ben-pw"))
+        self.assertTrue(login_ok(p.port, "cid", "cid-pw"))
+        # The old worker still serves its session, then exits when it ends.
+        self.assertIn(old[0], workers_of(p))
+        _, tagged = client.command("b", b"NOOP")
+        self.assertTrue(tagged.startswith(b"b OK"), tagged)
+        client.command("c", b"LOGOUT")
+        client.close()
+        wait_until(lambda: old[0] not in workers_of(p), 10, "the old worker to exit")
+        self.assertIn("configuration reloaded", p.log_text())
+
+    def test_sighup_with_a_broken_config_keeps_the_running_one(self):
+        p = self.proxy("badreload", workers=1)
+        wait_until(lambda: len(workers_of(p)) == 1, 10, "a worker")
+        old = workers_of(p)
+        with open(p.conf_path, "a") as f:
+            f.write("\nnot_a_key = 1\n")
+        start = len(p.log_text())
+        os.kill(p.pid, signal.SIGHUP)
+        harness.wait_for_log(p.log_path, r"reload refused.*unknown key 'not_a_key'", 10, start)
+        self.assertEqual(workers_of(p), old)
+        self.assertTrue(login_ok(p.port, "ann", "ann-pw"))
+
+    def test_ipv6_and_unix_socket_listeners(self):
+        sock_path = os.path.join(self.tmp, "imap.sock")
+        port6 = harness.free_port()
+        extra = ('[[listen]]\nprotocol = "imap"\naddress = "[::1]:%d"\n\n'
+                 '[[listen]]\nprotocol = "imap"\naddress = "unix:%s"\n' % (port6, sock_path))
+        port = harness.free_port()
+        p = self.proxy("listeners", workers=1, port=port, extra_listen=extra,
+                       ports=[(HOST, port)])
+        wait_until(lambda: self._connects6(port6), 10, "the IPv6 listener")
+        c6 = socket.create_connection(("::1", port6), timeout=10)
+        self.addCleanup(c6.close)
+        f6 = c6.makefile("rwb")
+        self.assertTrue(f6.readline().startswith(b"* OK"))
+        f6.write(b"a LOGIN cid cid-pw\r\n")
+        f6.flush()
+        self.assertTrue(f6.readline().startswith(b"a OK"))
+        wait_until(lambda: os.path.exists(sock_path), 10, "the unix socket")
+        cu = socket.socket(socket.AF_UNIX)
+        self.addCleanup(cu.close)
+        cu.settimeout(10)
+        cu.connect(sock_path)
+        fu = cu.makefile("rwb")
+        greeting = fu.readline()
+        self.assertIn(b"AUTH=PLAIN", greeting, "a local socket counts as a trusted client")
+        fu.write(b"a LOGIN ben ben-pw\r\nb SELECT INBOX\r\n")
+        fu.flush()
+        self.assertTrue(fu.readline().startswith(b"a OK"))
+
+    @staticmethod
+    def _connects6(port):
+        try:
+            socket.create_connection(("::1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def test_switchyard_map_tool_answers_and_exit_codes(self):
+        conf = os.path.join(self.tmp, "map-tool.conf")
+        sleepmap = harness.test_module("sleepmap")
+        with open(conf, "w") as f:
+            f.write(switchyard_config(harness.free_port(),
+                                      maps=[(sleepmap, "0"), ("sqlite", self.map_path)],
+                                      backends=self.backends))
+        tool = os.path.join(harness.build_dir(), "switchyard-map")
+
+        def run(*keys):
+            return subprocess.run([tool, "-c", conf] + list(keys), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, timeout=30)
+        r = run("ANN")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertRegex(r.stdout, r"ANN: found key=ann user=ann backend=store1 "
+                                   r"host=store1 port=- imap=127\.0\.0\.1:%d " % self.store1.imap_port)
+        self.assertRegex(r.stdout, r"map=sqlite time=[0-9.]+ms")
+        r = run("ann", "nobody-here")
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("nobody-here: not-found", r.stdout)
+        r = run("ann", "tempfail", "nobody-here")
+        self.assertEqual(r.returncode, 2, r.stdout)
+        self.assertRegex(r.stdout, r"tempfail: tempfail reason=\"dbserver_get: database error\"")
+
+
+if __name__ == "__main__":
+    unittest.main()
