@@ -410,11 +410,17 @@ class Bench:
 
     # -- setup ----------------------------------------------------------------
 
-    def start_stores(self):
+    def start_stores(self, tag):
+        """Two fresh stores for one peer (leftover imap processes of an earlier peer's idle
+        run would otherwise all wake up on every new login and skew the next peer)."""
+        self.stop_stores()
+        base = self.store_base = os.path.join(self.tmp, tag)
+        os.makedirs(base, exist_ok=True)
+        os.chmod(base, 0o755)
         users = {self.user(k): PASSWORD for k in range(self.args.users)}
         for i in range(2):
             mine = {u: p for k, (u, p) in enumerate(users.items()) if k % 2 == i}
-            self.stores.append(Dovecot("bench%d" % i, os.path.join(self.tmp, "store%d" % i),
+            self.stores.append(Dovecot("bench%d" % i, os.path.join(base, "store%d" % i),
                                        users=mine, extra_conf=DOVECOT_TUNING))
         # One large message in the INBOX of each bulk user (users 0 .. bulk clients - 1).
         size = int(self.args.bulk_mb * 1e6)
@@ -425,10 +431,18 @@ class Bench:
         for k in range(max(self.args.bulk_concurrency)):
             self.stores[k % 2].add_message(self.user(k), raw)
         self.map_path = make_sqlite_map(
-            os.path.join(self.tmp, "users.db"),
+            os.path.join(base, "users.db"),
             [(self.user(k), "store%d" % (k % 2)) for k in range(self.args.users)])
         log("stores on ports %s, work dir %s"
-            % (", ".join(str(s.imap_port) for s in self.stores), self.tmp))
+            % (", ".join(str(s.imap_port) for s in self.stores), base))
+
+    def stop_stores(self):
+        for store in self.stores:
+            store.stop()
+        self.stores = []
+        if getattr(self, "store_base", None) and not self.args.keep:
+            shutil.rmtree(self.store_base, ignore_errors=True)
+            self.store_base = None
 
     def make_peer(self, name):
         if name == "direct":
@@ -475,7 +489,9 @@ class Bench:
         return result, p1 - p0, s1 - s0, t1 - t0
 
     def warm_up(self, peer):
-        cmd = self.loadgen_cmd("logins", peer, ["-c", "4", "-d", "1", "--max-time", "30"])
+        c = str(max(self.args.login_concurrency))
+        cmd = self.loadgen_cmd("logins", peer, ["-c", c, "-d", str(self.args.warmup_secs),
+                                                "--max-time", "60"])
         r = self.run_loadgen(cmd, 60)
         if r.get("logins", 0) == 0:
             raise RuntimeError("%s: warm-up logins all failed: %s" % (peer.name, r))
@@ -589,7 +605,7 @@ class Bench:
 
     def serve(self, name, secs):
         """Start the stores and one peer, print where to point imap-load, wait (bounded)."""
-        self.start_stores()
+        self.start_stores(name)
         peer = self.make_peer(name)
         peer.start()
         try:
@@ -603,11 +619,11 @@ class Bench:
             peer.stop()
 
     def run(self):
-        self.start_stores()
         for name in self.args.peers:
             peer = self.make_peer(name)
             log("=== %s ===" % peer.label)
             try:
+                self.start_stores(name)
                 peer.start()
                 self.warm_up(peer)
                 for mode in self.args.modes:
@@ -618,13 +634,13 @@ class Bench:
                 self.notes.append("%s: run failed: %s" % (peer.label, str(e).splitlines()[0]))
             finally:
                 peer.stop()
+                self.stop_stores()
             time.sleep(1.0)
 
     def stop(self):
         if self.loadgen is not None and self.loadgen.poll() is None:
             self.loadgen.kill()
-        for store in self.stores:
-            store.stop()
+        self.stop_stores()
         for p in list(_OWN):
             p.stop()
         if not self.args.keep:
@@ -804,6 +820,8 @@ def main():
     ap.add_argument("--idle-ramp", type=int, default=64, help="idle sessions set up at once")
     ap.add_argument("--idle-max-secs", type=int, default=300,
                     help="longest time to establish / hold the idle sessions")
+    ap.add_argument("--warmup-secs", type=float, default=2,
+                    help="login warm-up per peer (fills Dovecot's process pool, caches)")
     ap.add_argument("--users", type=int, default=200, help="users in the stores and maps")
     ap.add_argument("--step-timeout", type=float, default=10, help="per-step client timeout")
     ap.add_argument("--sy-log-level", default="notice",

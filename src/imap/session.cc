@@ -86,7 +86,10 @@ std::string capability_code(std::string_view line) {
   return " " + up.substr(at + 12, end - at - 12) + " ";
 }
 
-class ImapSession : public std::enable_shared_from_this<ImapSession> {
+// Why the pre-login dialogue was cut short: the login deadline or a stopping worker.
+enum class Interrupt { None, LoginTimeout, Shutdown };
+
+class ImapSession : public std::enable_shared_from_this<ImapSession>, public PreLoginSession {
  public:
   ImapSession(Runtime& rt, Socket client, const ListenConfig& listen)
       : rt_(rt),
@@ -104,9 +107,15 @@ class ImapSession : public std::enable_shared_from_this<ImapSession> {
 
   void start() {
     rt_.session_started();
+    rt_.prelogin[id_] = this;
     auto self = shared_from_this();
-    asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) { self->rt_.session_ended(); });
+    asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) {
+      self->rt_.prelogin.erase(self->id_);
+      self->rt_.session_ended();
+    });
   }
+
+  void shut_down() override { interrupt(Interrupt::Shutdown); }
 
  private:
   asio::awaitable<void> run();
@@ -122,6 +131,8 @@ class ImapSession : public std::enable_shared_from_this<ImapSession> {
   asio::awaitable<bool> send(const std::string& s);
   asio::awaitable<void> close_with(const std::string& bye, const char* reason);
   void arm_login_deadline();
+  void interrupt(Interrupt why);
+  asio::awaitable<void> close_interrupted();
   std::string capabilities() const;
 
   Runtime& rt_;
@@ -131,7 +142,7 @@ class ImapSession : public std::enable_shared_from_this<ImapSession> {
   Socket upstream_;
   asio::steady_timer deadline_;
   std::shared_ptr<bool> deadline_done_ = std::make_shared<bool>(false);
-  bool timed_out_ = false;
+  Interrupt interrupted_ = Interrupt::None;
   std::unique_ptr<imap::CommandParser> parser_;
   std::string inbuf_;     // client bytes not yet parsed
   std::string upbuf_;     // store bytes not yet consumed
@@ -158,11 +169,23 @@ void ImapSession::arm_login_deadline() {
     if (ec || *done) return;
     auto self = weak.lock();
     if (!self) return;
-    self->timed_out_ = true;
-    std::error_code ignored;
-    self->client_.cancel(ignored);
-    self->upstream_.close(ignored);
+    self->interrupt(Interrupt::LoginTimeout);
   });
+}
+
+void ImapSession::interrupt(Interrupt why) {
+  if (interrupted_ != Interrupt::None || phase_ == Phase::Relay || phase_ == Phase::Done) return;
+  interrupted_ = why;
+  std::error_code ignored;
+  client_.cancel(ignored);
+  upstream_.close(ignored);
+}
+
+asio::awaitable<void> ImapSession::close_interrupted() {
+  if (interrupted_ == Interrupt::Shutdown)
+    co_await close_with("* BYE Server shutting down\r\n", "shutdown");
+  else
+    co_await close_with("* BYE Autologout; too long before login\r\n", "login timeout");
 }
 
 asio::awaitable<bool> ImapSession::send(const std::string& s) {
@@ -226,8 +249,8 @@ asio::awaitable<void> ImapSession::run() {
     switch (ev) {
       case imap::Event::NeedMore:
         if (!co_await read_client()) {
-          if (timed_out_)
-            co_await close_with("* BYE Autologout; too long before login\r\n", "login timeout");
+          if (interrupted_ != Interrupt::None)
+            co_await close_interrupted();
           else
             co_await close_with("", "client closed");
           co_return;
@@ -254,8 +277,8 @@ asio::awaitable<void> ImapSession::run() {
         next = co_await handle(parser_->take_command());
         break;
     }
-    if (timed_out_) {
-      co_await close_with("* BYE Autologout; too long before login\r\n", "login timeout");
+    if (interrupted_ != Interrupt::None) {
+      co_await close_interrupted();
       co_return;
     }
     if (next == Next::Close) {
@@ -270,6 +293,7 @@ asio::awaitable<void> ImapSession::run() {
   }
 
   // Logged in: pass on what either side already sent, then splice.
+  rt_.prelogin.erase(id_);
   *deadline_done_ = true;
   deadline_.cancel();
   parser_.reset();
@@ -416,6 +440,10 @@ asio::awaitable<Next> ImapSession::login(const std::string& tag, std::string use
   std::string key = map_key(cfg.username, user);
   phase_ = Phase::Lookup;
   ChainReply found = co_await rt_.lookups.lookup(key);
+  if (interrupted_ != Interrupt::None) {
+    wipe(password);
+    co_return Next::Continue;  // run() says goodbye
+  }
   std::string reply, why, result, store_user, server;
   Target target;
   switch (found.reply.status) {
@@ -533,7 +561,7 @@ asio::awaitable<UpstreamResult> ImapSession::upstream_login(const Target& t,
   for (;;) {
     if (line.rfind(tagged, 0) != 0) {
       if (!co_await read_upstream_line(&line)) {
-        *why = server + (timed_out_ ? ": login timed out" : ": closed during login");
+        *why = server + (interrupted_ != Interrupt::None ? ": login interrupted" : ": closed during login");
         co_return UpstreamResult::Unavailable;
       }
     }

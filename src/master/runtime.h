@@ -6,6 +6,7 @@
 #include <asio.hpp>
 #include <cstddef>
 #include <functional>
+#include <unordered_map>
 
 #include "config/config.h"
 
@@ -16,7 +17,20 @@ class PipePool;
 
 using Socket = asio::generic::stream_protocol::socket;
 
+// A session that has not logged in yet; a stopping worker ends these at once (with a BYE)
+// while logged-in sessions get a grace period.
+class PreLoginSession {
+ public:
+  virtual void shut_down() = 0;
+
+ protected:
+  ~PreLoginSession() = default;
+};
+
 struct Runtime {
+  Runtime(asio::io_context& i, const Config& c, LookupService& l, PipePool& p)
+      : io(i), config(c), lookups(l), pipes(p) {}
+
   asio::io_context& io;
   const Config& config;
   LookupService& lookups;
@@ -24,6 +38,7 @@ struct Runtime {
   std::size_t sessions = 0;           // live sessions in this worker
   std::uint64_t next_session_id = 1;
   bool draining = false;              // stop accepting; exit when sessions reach 0
+  std::unordered_map<std::uint64_t, PreLoginSession*> prelogin;  // by session id
   std::function<void()> on_idle;      // called when draining and the last session ends
 
   void session_started() { ++sessions; }

@@ -81,7 +81,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
   asio::io_context io(1);
   LookupService lookups(io, chain, config.lookup.timeout);
   PipePool pipes;
-  Runtime rt{io, config, lookups, pipes, 0, 1, false, {}};
+  Runtime rt(io, config, lookups, pipes);
 
   std::vector<std::unique_ptr<Acceptor>> acceptors;
   for (const auto& l : listeners) {
@@ -117,6 +117,10 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
           return;
         }
         if (sig != SIGUSR2) {
+          // Clients still at the login prompt are told at once; relays get the grace.
+          std::vector<PreLoginSession*> waiting;
+          for (auto& [id, s] : rt.prelogin) waiting.push_back(s);
+          for (auto* s : waiting) s->shut_down();
           LOG_INFO("stopping: %zu sessions get %llds to finish", rt.sessions,
                    static_cast<long long>(kStopGrace.count()));
           grace.expires_after(kStopGrace);
