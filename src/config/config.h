@@ -1,0 +1,92 @@
+// The configuration: a plain struct filled from the TOML file by load_config().
+//
+// Every key has a default; load_config() rejects unknown keys and bad values with
+// "file:line: message". Documented in man/switchyard.conf.5 and etc/switchyard.conf.
+// This header is kept free of toml++ so that only config.cc pays for it.
+#ifndef SWITCHYARD_CONFIG_CONFIG_H
+#define SWITCHYARD_CONFIG_CONFIG_H
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/duration.h"
+#include "map/username.h"
+
+namespace sy {
+
+struct ListenConfig {
+  std::string protocol;                       // "imap"
+  std::string address;                        // "127.0.0.1:1143", "[::1]:1143", "unix:/path"
+  std::optional<bool> allow_plaintext_auth;   // unset: loopback clients or after TLS only
+  int line = 0;
+};
+
+struct MapConfig {
+  std::string module;                  // NAME (map_dir/NAME.so) or an absolute path
+  std::optional<std::string> options;  // handed to dbserver_init/dbserver_get; unset = NULL
+  int line = 0;
+};
+
+struct BackendConfig {
+  std::string name;
+  std::vector<std::string> hosts;  // tried in order
+  std::string imap = "143";        // port or "unix:/path"
+  std::string pop3 = "110";
+  std::string lmtp = "24";
+  std::string tls = "none";        // none | starttls | implicit
+  Millis connect_timeout{5000};
+  int line = 0;
+};
+
+struct LookupConfig {
+  std::string fallback;      // back end (name or host[:port]) for users no map knows
+  Millis cache_ttl{60'000};
+  Millis negative_ttl{10'000};
+  Millis stale_ttl{0};
+  Millis timeout{10'000};    // a lookup not answered by then is TempFail
+};
+
+struct LimitsConfig {
+  Millis login_timeout{60'000};
+  Millis idle_timeout{30 * 60'000};
+  int max_bad_commands = 10;
+  int max_login_attempts = 3;
+  std::size_t max_line_length = 8192;
+  std::size_t max_literal_size = 8192;
+};
+
+struct LogConfig {
+  std::string target = "syslog";  // syslog | stderr
+  std::string level = "info";     // debug | info | notice | warning | error
+  std::string facility = "mail";
+};
+
+struct Config {
+  std::string path;  // the file it was read from
+  std::string user;  // workers run as this account (when started as root)
+  int workers = 1;   // 0 = serve from the master, no fork
+  std::string pid_file;
+  std::string map_dir;
+  std::vector<ListenConfig> listen;
+  std::vector<MapConfig> maps;
+  UsernamePolicy username;
+  LookupConfig lookup;
+  LimitsConfig limits;
+  std::map<std::string, BackendConfig> backends;
+  LogConfig log;
+};
+
+// Reads and checks `path`. On error returns false and sets *error to "file:line: message".
+[[nodiscard]] bool load_config(const std::string& path, Config* out, std::string* error);
+
+// Same, from text (for tests); `path` is used in messages only.
+[[nodiscard]] bool parse_config(const std::string& text, const std::string& path, Config* out,
+                                std::string* error);
+
+std::string default_config_path();
+
+}  // namespace sy
+
+#endif
