@@ -36,6 +36,8 @@ std::optional<std::string> base64_decode(std::string_view in) {
       if (v[j] < 0) return std::nullopt;
     }
     unsigned n = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
+    // Canonical only: the bits below the last byte must be zero.
+    if ((pad == 2 && (n & 0xffff)) || (pad == 1 && (n & 0xff))) return std::nullopt;
     out += static_cast<char>(n >> 16);
     if (pad < 2) out += static_cast<char>((n >> 8) & 0xff);
     if (pad < 1) out += static_cast<char>(n & 0xff);
