@@ -182,15 +182,18 @@ bool check(Reader& r, Config* c) {
     std::string why;
     if (!parse_socket_address(l.address, &why))
       return r.fail(l.line, "bad address '" + l.address + "': " + why);
+    if (l.implicit_tls() && (l.tls_cert.empty() ? c->tls.cert : l.tls_cert).empty())
+      return r.fail(l.line, "protocol \"imaps\" needs a certificate: set [tls] cert and key");
+    if (l.tls_cert.empty() != l.tls_key.empty())
+      return r.fail(l.line, "tls_cert and tls_key go together");
   }
+  if (c->tls.cert.empty() != c->tls.key.empty())
+    return r.fail(c->tls.line, "[tls] cert and key go together");
   for (const auto& m : c->maps) {
     if (m.module.empty()) return r.fail(m.line, "[[map]] needs a module");
   }
   for (const auto& [name, b] : c->backends) {
     if (b.hosts.empty()) return r.fail(b.line, "[backend." + name + "] needs a host");
-    if (b.tls != "none")
-      return r.fail(b.line, "[backend." + name + "] tls = \"" + b.tls +
-                                "\" is not supported by this version");
   }
   return true;
 }
@@ -219,9 +222,11 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
     ListenConfig l;
     l.line = static_cast<int>(t.source().begin.line);
     if (!r.walk(t, "listen",
-                {{"protocol", r.str(&l.protocol, {"imap"})},
+                {{"protocol", r.str(&l.protocol, {"imap", "imaps"})},
                  {"address", r.str(&l.address)},
-                 {"allow_plaintext_auth", r.opt_boolean(&l.allow_plaintext_auth)}}))
+                 {"allow_plaintext_auth", r.opt_boolean(&l.allow_plaintext_auth)},
+                 {"tls_cert", r.str(&l.tls_cert)},
+                 {"tls_key", r.str(&l.tls_key)}}))
       return false;
     if (l.protocol.empty()) l.protocol = "imap";
     c.listen.push_back(std::move(l));
@@ -276,11 +281,21 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"pop3", r.port(&b.pop3)},
                    {"lmtp", r.port(&b.lmtp)},
                    {"tls", r.str(&b.tls, {"none", "starttls", "implicit"})},
+                   {"tls_verify", r.boolean(&b.tls_verify)},
                    {"connect_timeout", r.duration(&b.connect_timeout)}}))
         return false;
       c.backends[b.name] = std::move(b);
     }
     return true;
+  };
+  auto tls = [&](const toml::table& t) {
+    c.tls.line = static_cast<int>(t.source().begin.line);
+    return r.walk(t, "tls",
+                  {{"cert", r.str(&c.tls.cert)},
+                   {"key", r.str(&c.tls.key)},
+                   {"ca", r.str(&c.tls.ca)},
+                   {"min_version", r.str(&c.tls.min_version, {"TLSv1.2", "TLSv1.3"})},
+                   {"ciphers", r.str(&c.tls.ciphers)}});
   };
   auto log = [&](const toml::table& t) {
     return r.walk(t, "log",
@@ -301,6 +316,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                     {"lookup", r.table("lookup", lookup)},
                     {"limits", r.table("limits", limits)},
                     {"backend", r.table("backend", backends)},
+                    {"tls", r.table("tls", tls)},
                     {"log", r.table("log", log)}});
   if (!ok || !check(r, &c)) return false;
   *out = std::move(c);

@@ -17,9 +17,22 @@
 namespace sy {
 
 struct ListenConfig {
-  std::string protocol;                       // "imap"
+  std::string protocol;                       // "imap" (STARTTLS) or "imaps" (implicit TLS)
   std::string address;                        // "127.0.0.1:1143", "[::1]:1143", "unix:/path"
   std::optional<bool> allow_plaintext_auth;   // unset: loopback clients or after TLS only
+  std::string tls_cert;                       // overrides [tls] cert/key for this listener
+  std::string tls_key;
+  int line = 0;
+
+  bool implicit_tls() const { return protocol == "imaps"; }
+};
+
+struct TlsConfig {
+  std::string cert;                   // PEM, chain allowed
+  std::string key;                    // PEM
+  std::string ca;                     // CA file for verifying stores (empty: system store)
+  std::string min_version = "TLSv1.2";
+  std::string ciphers;                // OpenSSL cipher list for TLS <= 1.2 (empty: default)
   int line = 0;
 };
 
@@ -36,6 +49,7 @@ struct BackendConfig {
   std::string pop3 = "110";
   std::string lmtp = "24";
   std::string tls = "none";        // none | starttls | implicit
+  bool tls_verify = true;          // verify the store's certificate against [tls] ca
   Millis connect_timeout{5000};
   int line = 0;
 };
@@ -75,6 +89,7 @@ struct Config {
   LookupConfig lookup;
   LimitsConfig limits;
   std::map<std::string, BackendConfig> backends;
+  TlsConfig tls;
   LogConfig log;
 };
 

@@ -19,6 +19,7 @@
 #include "map/lookup_service.h"
 #include "map/username.h"
 #include "net/address.h"
+#include "net/stream.h"
 #include "net/upstream.h"
 #include "relay/relay.h"
 
@@ -91,18 +92,21 @@ enum class Interrupt { None, LoginTimeout, Shutdown };
 
 class ImapSession : public std::enable_shared_from_this<ImapSession>, public PreLoginSession {
  public:
-  ImapSession(Runtime& rt, Socket client, const ListenConfig& listen)
+  ImapSession(Runtime& rt, Socket client, const ListenConfig& listen,
+              std::shared_ptr<TlsContext> tls)
       : rt_(rt),
         limits_(rt.config.limits),
         listen_(listen),
+        tls_(std::move(tls)),
         client_(std::move(client)),
         upstream_(rt.io),
         deadline_(rt.io),
         parser_(std::make_unique<imap::CommandParser>(
             imap::Limits{limits_.max_line_length, limits_.max_literal_size, 64})),
         id_(rt.next_session_id++) {
-    peer_ = peer_name(client_.native_handle());
-    plaintext_ok_ = listen_.allow_plaintext_auth.value_or(peer_is_loopback(client_.native_handle()));
+    peer_ = peer_name(client_.socket().native_handle());
+    plaintext_listener_ok_ =
+        listen_.allow_plaintext_auth.value_or(peer_is_loopback(client_.socket().native_handle()));
   }
 
   void start() {
@@ -131,6 +135,9 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
   asio::awaitable<bool> send(const std::string& s);
   asio::awaitable<void> close_with(const std::string& bye, const char* reason);
   void arm_login_deadline();
+  bool plaintext_ok() const { return plaintext_listener_ok_ || client_.is_tls(); }
+  asio::awaitable<Next> starttls(const std::string& tag);
+  asio::awaitable<bool> store_starttls(const std::string& server, std::string* why);
   void interrupt(Interrupt why);
   asio::awaitable<void> close_interrupted();
   std::string capabilities() const;
@@ -138,8 +145,9 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
   Runtime& rt_;
   const LimitsConfig& limits_;
   const ListenConfig& listen_;
-  Socket client_;
-  Socket upstream_;
+  std::shared_ptr<TlsContext> tls_;
+  Stream client_;
+  Stream upstream_;
   asio::steady_timer deadline_;
   std::shared_ptr<bool> deadline_done_ = std::make_shared<bool>(false);
   Interrupt interrupted_ = Interrupt::None;
@@ -150,7 +158,7 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
   std::string peer_;
   std::string client_id_;  // the client's ID fields, for the log
   std::string user_;       // login name as given (for the session's log lines)
-  bool plaintext_ok_ = false;
+  bool plaintext_listener_ok_ = false;  // plaintext login allowed without TLS
   Phase phase_ = Phase::PreLogin;
   int bad_commands_ = 0;
   int login_attempts_ = 0;
@@ -158,7 +166,8 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
 
 std::string ImapSession::capabilities() const {
   std::string caps = "IMAP4rev1 SASL-IR ID LITERAL+";
-  caps += plaintext_ok_ ? " AUTH=PLAIN" : " LOGINDISABLED";
+  if (tls_ && !client_.is_tls()) caps += " STARTTLS";
+  caps += plaintext_ok() ? " AUTH=PLAIN" : " LOGINDISABLED";
   return caps;
 }
 
@@ -176,9 +185,8 @@ void ImapSession::arm_login_deadline() {
 void ImapSession::interrupt(Interrupt why) {
   if (interrupted_ != Interrupt::None || phase_ == Phase::Relay || phase_ == Phase::Done) return;
   interrupted_ = why;
-  std::error_code ignored;
-  client_.cancel(ignored);
-  upstream_.close(ignored);
+  client_.cancel();
+  upstream_.close();
 }
 
 asio::awaitable<void> ImapSession::close_interrupted() {
@@ -190,7 +198,7 @@ asio::awaitable<void> ImapSession::close_interrupted() {
 
 asio::awaitable<bool> ImapSession::send(const std::string& s) {
   std::error_code ec;
-  co_await asio::async_write(client_, asio::buffer(s), asio::redirect_error(asio::use_awaitable, ec));
+  co_await client_.write_all(asio::buffer(s), ec);
   co_return !ec;
 }
 
@@ -198,8 +206,7 @@ asio::awaitable<bool> ImapSession::read_client() {
   std::size_t old = inbuf_.size();
   inbuf_.resize(old + kReadChunk);
   std::error_code ec;
-  std::size_t n = co_await client_.async_read_some(asio::buffer(inbuf_.data() + old, kReadChunk),
-                                                   asio::redirect_error(asio::use_awaitable, ec));
+  std::size_t n = co_await client_.read_some(asio::buffer(inbuf_.data() + old, kReadChunk), ec);
   inbuf_.resize(old + n);
   co_return !ec && n > 0;
 }
@@ -216,8 +223,7 @@ asio::awaitable<bool> ImapSession::read_upstream_line(std::string* line) {
     std::size_t old = upbuf_.size();
     upbuf_.resize(old + kReadChunk);
     std::error_code ec;
-    std::size_t n = co_await upstream_.async_read_some(
-        asio::buffer(upbuf_.data() + old, kReadChunk), asio::redirect_error(asio::use_awaitable, ec));
+    std::size_t n = co_await upstream_.read_some(asio::buffer(upbuf_.data() + old, kReadChunk), ec);
     upbuf_.resize(old + n);
     if (ec || n == 0) co_return false;
   }
@@ -229,14 +235,21 @@ asio::awaitable<void> ImapSession::close_with(const std::string& bye, const char
            static_cast<unsigned long long>(id_), peer_.c_str(), log_quote(user_).c_str(),
            phase_name(phase_), reason);
   std::error_code ignored;
-  client_.shutdown(Socket::shutdown_both, ignored);
-  client_.close(ignored);
-  upstream_.close(ignored);
+  client_.socket().shutdown(Socket::shutdown_both, ignored);
+  client_.close();
+  upstream_.close();
   phase_ = Phase::Done;
 }
 
 asio::awaitable<void> ImapSession::run() {
   arm_login_deadline();
+  if (listen_.implicit_tls()) {
+    std::string why;
+    if (!co_await client_.accept_tls(*tls_, &why)) {
+      co_await close_with("", interrupted_ != Interrupt::None ? "login timeout" : why.c_str());
+      co_return;
+    }
+  }
   if (!co_await send("* OK [CAPABILITY " + capabilities() + "] Switchyard ready.\r\n")) {
     co_await close_with("", "client closed");
     co_return;
@@ -299,10 +312,8 @@ asio::awaitable<void> ImapSession::run() {
   parser_.reset();
   phase_ = Phase::Relay;
   std::error_code ec;
-  if (!inbuf_.empty())
-    co_await asio::async_write(upstream_, asio::buffer(inbuf_), asio::redirect_error(asio::use_awaitable, ec));
-  if (!ec && !upbuf_.empty())
-    co_await asio::async_write(client_, asio::buffer(upbuf_), asio::redirect_error(asio::use_awaitable, ec));
+  if (!inbuf_.empty()) co_await upstream_.write_all(asio::buffer(inbuf_), ec);
+  if (!ec && !upbuf_.empty()) co_await client_.write_all(asio::buffer(upbuf_), ec);
   std::string().swap(inbuf_);
   std::string().swap(upbuf_);
   RelayResult r;
@@ -311,9 +322,8 @@ asio::awaitable<void> ImapSession::run() {
            static_cast<unsigned long long>(id_), peer_.c_str(), log_quote(user_).c_str(),
            ec ? "write error" : r.ended_by, static_cast<unsigned long long>(r.client_to_store),
            static_cast<unsigned long long>(r.store_to_client));
-  std::error_code ignored;
-  client_.close(ignored);
-  upstream_.close(ignored);
+  client_.close();
+  upstream_.close();
 }
 
 asio::awaitable<Next> ImapSession::handle(imap::Command cmd) {
@@ -350,7 +360,7 @@ asio::awaitable<Next> ImapSession::handle(imap::Command cmd) {
       co_return co_await send(tag + " BAD LOGIN expects a user name and a password.\r\n")
           ? Next::Continue : Next::Close;
     }
-    if (!plaintext_ok_) {
+    if (!plaintext_ok()) {
       wipe(cmd.args[1].value);
       co_return co_await send(tag + " NO [PRIVACYREQUIRED] Plaintext authentication is "
                                     "disallowed on non-secure connections.\r\n")
@@ -359,11 +369,7 @@ asio::awaitable<Next> ImapSession::handle(imap::Command cmd) {
     co_return co_await login(tag, std::move(cmd.args[0].value), std::move(cmd.args[1].value));
   }
   if (name == "AUTHENTICATE") co_return co_await authenticate(cmd);
-  if (name == "STARTTLS") {
-    ++bad_commands_;
-    co_return co_await send(tag + " BAD STARTTLS is not available here.\r\n")
-        ? Next::Continue : Next::Close;
-  }
+  if (name == "STARTTLS") co_return co_await starttls(tag);
   ++bad_commands_;
   co_return co_await send(tag + " BAD Command unknown or not allowed before login.\r\n")
       ? Next::Continue : Next::Close;
@@ -384,7 +390,7 @@ asio::awaitable<Next> ImapSession::authenticate(imap::Command& cmd) {
     co_return co_await send(tag + " NO Unsupported authentication mechanism.\r\n")
         ? Next::Continue : Next::Close;
   }
-  if (!plaintext_ok_) {
+  if (!plaintext_ok()) {
     co_return co_await send(tag + " NO [PRIVACYREQUIRED] Plaintext authentication is "
                                   "disallowed on non-secure connections.\r\n")
         ? Next::Continue : Next::Close;
@@ -487,8 +493,7 @@ asio::awaitable<Next> ImapSession::login(const std::string& tag, std::string use
            client_id_.empty() ? "" : (" id=\"" + log_quote(client_id_) + "\"").c_str());
   if (!co_await send(reply)) co_return Next::Close;
   if (result == "ok") co_return Next::Relay;
-  std::error_code ignored;
-  upstream_.close(ignored);
+  upstream_.reset();
   upbuf_.clear();
   phase_ = Phase::PreLogin;
   if (login_attempts_ >= limits_.max_login_attempts) {
@@ -507,8 +512,15 @@ asio::awaitable<UpstreamResult> ImapSession::upstream_login(const Target& t,
                                                             std::string* why) {
   phase_ = Phase::UpstreamConnect;
   std::string& server = *server_out;
-  if (!co_await connect_target(upstream_, t, &server, why)) co_return UpstreamResult::Unavailable;
+  std::string host;
+  if (!co_await connect_target(upstream_.socket(), t, &server, &host, why))
+    co_return UpstreamResult::Unavailable;
   phase_ = Phase::UpstreamLogin;
+  if (t.tls == "implicit" &&
+      !co_await upstream_.connect_tls(*rt_.store_tls, host, t.tls_verify, why)) {
+    *why = server + ": " + *why;
+    co_return UpstreamResult::Unavailable;
+  }
   std::string line;
   if (!co_await read_upstream_line(&line)) {
     *why = server + ": no greeting";
@@ -519,6 +531,17 @@ asio::awaitable<UpstreamResult> ImapSession::upstream_login(const Target& t,
     co_return UpstreamResult::Unavailable;
   }
   std::string caps = capability_code(line);
+  if (t.tls == "starttls") {
+    // What the store said before TLS is kept for LITERAL+ only: at worst a tampered list
+    // costs a round trip; LOGINDISABLED no longer applies once TLS is up.
+    if (!co_await store_starttls(server, why)) co_return UpstreamResult::Unavailable;
+    if (!co_await upstream_.connect_tls(*rt_.store_tls, host, t.tls_verify, why)) {
+      *why = server + ": " + *why;
+      co_return UpstreamResult::Unavailable;
+    }
+    std::string::size_type at;
+    while ((at = caps.find(" LOGINDISABLED ")) != std::string::npos) caps.erase(at, 14);
+  }
   if (caps.find(" LOGINDISABLED ") != std::string::npos) {
     *why = server + ": store refuses LOGIN (LOGINDISABLED)";
     co_return UpstreamResult::Unavailable;
@@ -549,8 +572,7 @@ asio::awaitable<UpstreamResult> ImapSession::upstream_login(const Target& t,
       if (line.empty() || line[0] != '+') break;  // the store refused the literal
     }
     std::error_code ec;
-    co_await asio::async_write(upstream_, asio::buffer(parts[i]),
-                               asio::redirect_error(asio::use_awaitable, ec));
+    co_await upstream_.write_all(asio::buffer(parts[i]), ec);
     wipe(parts[i]);
     if (ec) {
       *why = server + ": " + ec.message();
@@ -576,10 +598,46 @@ asio::awaitable<UpstreamResult> ImapSession::upstream_login(const Target& t,
   co_return UpstreamResult::Rejected;
 }
 
+asio::awaitable<Next> ImapSession::starttls(const std::string& tag) {
+  if (!tls_ || client_.is_tls()) {
+    ++bad_commands_;
+    co_return co_await send(tag + " BAD STARTTLS is not available here.\r\n") ? Next::Continue
+                                                                                : Next::Close;
+  }
+  if (!co_await send(tag + " OK Begin TLS negotiation now.\r\n")) co_return Next::Close;
+  // Whatever the client pipelined after STARTTLS arrived in plaintext: drop it, and start
+  // the parser afresh (the STARTTLS command-injection class of bug).
+  inbuf_.clear();
+  parser_ = std::make_unique<imap::CommandParser>(
+      imap::Limits{limits_.max_line_length, limits_.max_literal_size, 64});
+  std::string why;
+  if (!co_await client_.accept_tls(*tls_, &why)) {
+    co_await close_with("", interrupted_ != Interrupt::None ? "login timeout" : why.c_str());
+    co_return Next::Close;
+  }
+  co_return Next::Continue;
+}
+
+asio::awaitable<bool> ImapSession::store_starttls(const std::string& server, std::string* why) {
+  std::error_code ec;
+  co_await upstream_.write_all(asio::buffer("S STARTTLS\r\n", 12), ec);
+  std::string line;
+  while (!ec) {
+    if (!co_await read_upstream_line(&line)) break;
+    if (line.rfind("S ", 0) != 0) continue;  // untagged
+    if (iequals_prefix(std::string_view(line).substr(2), "OK") && upbuf_.empty()) co_return true;
+    *why = server + ": STARTTLS refused: " + log_quote(line);
+    co_return false;
+  }
+  *why = server + ": STARTTLS failed";
+  co_return false;
+}
+
 }  // namespace
 
-void start_imap_session(Runtime& rt, Socket client, const ListenConfig& listen) {
-  std::make_shared<ImapSession>(rt, std::move(client), listen)->start();
+void start_imap_session(Runtime& rt, Socket client, const ListenConfig& listen,
+                        std::shared_ptr<TlsContext> tls) {
+  std::make_shared<ImapSession>(rt, std::move(client), listen, std::move(tls))->start();
 }
 
 }  // namespace sy

@@ -4,12 +4,18 @@
 #ifndef SWITCHYARD_IMAP_SESSION_H
 #define SWITCHYARD_IMAP_SESSION_H
 
+#include <memory>
+
 #include "config/config.h"
 #include "master/runtime.h"
+#include "tls/tls.h"
 
 namespace sy {
 
-void start_imap_session(Runtime& rt, Socket client, const ListenConfig& listen);
+// `tls` is the listener's server context: implicit TLS on "imaps", STARTTLS on "imap";
+// nullptr when no certificate is configured.
+void start_imap_session(Runtime& rt, Socket client, const ListenConfig& listen,
+                        std::shared_ptr<TlsContext> tls);
 
 }  // namespace sy
 

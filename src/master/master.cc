@@ -58,10 +58,39 @@ bool bind_all(const Config& c, std::map<std::string, int>& bound, std::vector<Bo
       }
     }
     keep[l.address] = fd;
-    out->push_back(BoundListener{l, fd});
+    out->push_back(BoundListener{l, fd, nullptr});
   }
   for (auto& [a, f] : bound) ::close(f);  // listeners removed from the config
   bound = std::move(keep);
+  return true;
+}
+
+// TLS contexts for every listener (one per certificate) and for the stores, built here
+// while the keys are readable. A listener gets one when it or [tls] names a certificate.
+bool load_tls(const Config& c, std::vector<BoundListener>* listeners,
+              std::shared_ptr<TlsContext>* store_tls, std::string* error) {
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<TlsContext>> by_cert;
+  for (auto& l : *listeners) {
+    std::string cert = l.config.tls_cert.empty() ? c.tls.cert : l.config.tls_cert;
+    std::string key = l.config.tls_key.empty() ? c.tls.key : l.config.tls_key;
+    if (cert.empty()) continue;
+    auto& ctx = by_cert[{cert, key}];
+    if (!ctx) {
+      std::string why;
+      ctx = make_server_tls(c.tls, cert, key, &why);
+      if (!ctx) {
+        *error = c.path + ":" + std::to_string(l.config.line) + ": " + why;
+        return false;
+      }
+    }
+    l.tls = ctx;
+  }
+  std::string why;
+  *store_tls = make_client_tls(c.tls, &why);
+  if (!*store_tls) {
+    *error = c.path + ":" + std::to_string(c.tls.line) + ": " + why;
+    return false;
+  }
   return true;
 }
 
@@ -97,9 +126,9 @@ void daemonize() {
 class Supervisor {
  public:
   Supervisor(Config config, std::map<std::string, int> bound, std::vector<BoundListener> listeners,
-             sigset_t signals)
+             std::shared_ptr<TlsContext> store_tls, sigset_t signals)
       : config_(std::move(config)), bound_(std::move(bound)), listeners_(std::move(listeners)),
-        signals_(signals), slots_(config_.workers) {}
+        store_tls_(std::move(store_tls)), signals_(signals), slots_(config_.workers) {}
 
   int run() {
     for (;;) {
@@ -126,7 +155,7 @@ class Supervisor {
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
       log_reopen();
-      int rc = run_worker(config_, listeners_);
+      int rc = run_worker(config_, listeners_, store_tls_);
       std::fflush(nullptr);
       ::_exit(rc);
     }
@@ -181,7 +210,9 @@ class Supervisor {
     }
     if (fresh.workers == 0) fresh.workers = 1;
     std::vector<BoundListener> listeners;
-    if (!bind_all(fresh, bound_, &listeners, &error)) {
+    std::shared_ptr<TlsContext> store_tls;
+    if (!bind_all(fresh, bound_, &listeners, &error) ||
+        !load_tls(fresh, &listeners, &store_tls, &error)) {
       LOG_ERROR("reload refused, keeping the running config: %s", error.c_str());
       return;
     }
@@ -193,6 +224,7 @@ class Supervisor {
     }
     config_ = std::move(fresh);
     listeners_ = std::move(listeners);
+    store_tls_ = std::move(store_tls);
     slots_.assign(config_.workers, Slot{});
     LOG_NOTICE("configuration reloaded: %d workers", config_.workers);
   }
@@ -227,6 +259,7 @@ class Supervisor {
   Config config_;
   std::map<std::string, int> bound_;
   std::vector<BoundListener> listeners_;
+  std::shared_ptr<TlsContext> store_tls_;
   sigset_t signals_;
   std::vector<Slot> slots_;
   std::set<pid_t> draining_;
@@ -242,7 +275,10 @@ int run_master(const MasterOptions& options) {
     return 1;
   }
   if (options.check_only) {
-    if (!check_maps(config, &error)) {
+    std::vector<BoundListener> unbound;
+    for (const auto& l : config.listen) unbound.push_back(BoundListener{l, -1, nullptr});
+    std::shared_ptr<TlsContext> store_tls;
+    if (!check_maps(config, &error) || !load_tls(config, &unbound, &store_tls, &error)) {
       std::fprintf(stderr, "%s\n", error.c_str());
       return 1;
     }
@@ -257,7 +293,9 @@ int run_master(const MasterOptions& options) {
   }
   std::map<std::string, int> bound;
   std::vector<BoundListener> listeners;
-  if (!bind_all(config, bound, &listeners, &error)) {
+  std::shared_ptr<TlsContext> store_tls;
+  if (!bind_all(config, bound, &listeners, &error) ||
+      !load_tls(config, &listeners, &store_tls, &error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }
@@ -268,7 +306,7 @@ int run_master(const MasterOptions& options) {
              listeners.size(), config.workers);
 
   if (config.workers == 0) {
-    int rc = run_worker(config, listeners);
+    int rc = run_worker(config, listeners, store_tls);
     if (!config.pid_file.empty()) ::unlink(config.pid_file.c_str());
     return rc;
   }
@@ -276,7 +314,8 @@ int run_master(const MasterOptions& options) {
   sigemptyset(&set);
   for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
-  Supervisor sup(std::move(config), std::move(bound), std::move(listeners), set);
+  Supervisor sup(std::move(config), std::move(bound), std::move(listeners), std::move(store_tls),
+                 set);
   return sup.run();
 }
 

@@ -4,6 +4,8 @@
 #define SWITCHYARD_MASTER_RUNTIME_H
 
 #include <asio.hpp>
+#include <asio/ssl/context.hpp>
+#include <memory>
 #include <cstddef>
 #include <functional>
 #include <unordered_map>
@@ -12,6 +14,7 @@
 
 namespace sy {
 
+class BufferPool;
 class LookupService;
 class PipePool;
 
@@ -28,13 +31,16 @@ class PreLoginSession {
 };
 
 struct Runtime {
-  Runtime(asio::io_context& i, const Config& c, LookupService& l, PipePool& p)
-      : io(i), config(c), lookups(l), pipes(p) {}
+  Runtime(asio::io_context& i, const Config& c, LookupService& l, PipePool& p, BufferPool& b,
+          std::shared_ptr<asio::ssl::context> store)
+      : io(i), config(c), lookups(l), pipes(p), buffers(b), store_tls(std::move(store)) {}
 
   asio::io_context& io;
   const Config& config;
   LookupService& lookups;
   PipePool& pipes;
+  BufferPool& buffers;
+  std::shared_ptr<asio::ssl::context> store_tls;  // for back ends with tls != "none"
   std::size_t sessions = 0;           // live sessions in this worker
   std::uint64_t next_session_id = 1;
   bool draining = false;              // stop accepting; exit when sessions reach 0

@@ -18,6 +18,7 @@
 #include "map/chain.h"
 #include "map/lookup_service.h"
 #include "master/runtime.h"
+#include "relay/buffer_pool.h"
 #include "relay/pipe_pool.h"
 
 namespace sy {
@@ -27,7 +28,8 @@ constexpr auto kStopGrace = std::chrono::seconds(5);
 
 using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 
-asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const ListenConfig& listen) {
+asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundListener& l) {
+  const ListenConfig& listen = l.config;
   asio::steady_timer backoff(rt.io);
   for (;;) {
     std::error_code ec;
@@ -44,7 +46,7 @@ asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const ListenC
       int one = 1;
       ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    start_imap_session(rt, std::move(s), listen);
+    start_imap_session(rt, std::move(s), listen, l.tls);
   }
 }
 
@@ -67,7 +69,8 @@ bool drop_privileges(const std::string& user, std::string* error) {
   return true;
 }
 
-int run_worker(const Config& config, const std::vector<BoundListener>& listeners) {
+int run_worker(const Config& config, const std::vector<BoundListener>& listeners,
+               std::shared_ptr<TlsContext> store_tls) {
   std::string error;
   std::shared_ptr<const MapChain> chain = load_chain(config, &error);
   if (!chain) {
@@ -81,7 +84,8 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
   asio::io_context io(1);
   LookupService lookups(io, chain, config.lookup.timeout);
   PipePool pipes;
-  Runtime rt(io, config, lookups, pipes);
+  BufferPool buffers;
+  Runtime rt(io, config, lookups, pipes, buffers, std::move(store_tls));
 
   std::vector<std::unique_ptr<Acceptor>> acceptors;
   for (const auto& l : listeners) {
@@ -92,7 +96,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
     asio::generic::stream_protocol proto(family, family == AF_UNIX ? 0 : IPPROTO_TCP);
     int fd = ::dup(l.fd);  // the acceptor owns its copy; the master keeps the original
     auto acc = std::make_unique<Acceptor>(io, proto, fd);
-    asio::co_spawn(io, accept_loop(rt, *acc, l.config), asio::detached);
+    asio::co_spawn(io, accept_loop(rt, *acc, l), asio::detached);
     acceptors.push_back(std::move(acc));
   }
 

@@ -3,21 +3,26 @@
 #ifndef SWITCHYARD_MASTER_WORKER_H
 #define SWITCHYARD_MASTER_WORKER_H
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
+#include "tls/tls.h"
 
 namespace sy {
 
 struct BoundListener {
   ListenConfig config;
-  int fd = -1;  // listening socket, owned by the master
+  int fd = -1;                       // listening socket, owned by the master
+  std::shared_ptr<TlsContext> tls;   // server context, or nullptr without a certificate
 };
 
 // Runs until SIGTERM/SIGINT (stop: close listeners, end sessions after a grace period) or
 // SIGUSR2 (drain: close listeners, exit when the last session ends). Returns an exit code.
-int run_worker(const Config& config, const std::vector<BoundListener>& listeners);
+// `store_tls` is the client context for back ends that use TLS.
+int run_worker(const Config& config, const std::vector<BoundListener>& listeners,
+               std::shared_ptr<TlsContext> store_tls);
 
 // setgroups/setresgid/setresuid to `user`; a no-op (true) when not running as root.
 [[nodiscard]] bool drop_privileges(const std::string& user, std::string* error);

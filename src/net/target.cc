@@ -28,6 +28,8 @@ Target resolve_target(const Config& config, const MapAnswer& answer, Service ser
     t.backend = b.name;
     t.hosts = b.hosts;
     t.connect_timeout = b.connect_timeout;
+    t.tls = b.tls;
+    t.tls_verify = b.tls_verify;
     switch (service) {
       case Service::Imap: t.port = b.imap; break;
       case Service::Pop3: t.port = b.pop3; break;

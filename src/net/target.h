@@ -18,6 +18,8 @@ struct Target {
   std::vector<std::string> hosts;  // in fail-over order
   std::string port;                // digits, a service name, or "unix:/path"
   Millis connect_timeout{5000};
+  std::string tls = "none";  // none | starttls | implicit
+  bool tls_verify = true;
 };
 
 // The map's host may name a back end; a port in the answer overrides the back end's.

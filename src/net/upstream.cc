@@ -41,12 +41,13 @@ asio::awaitable<std::error_code> connect_one(Socket& sock,
 }  // namespace
 
 asio::awaitable<bool> connect_target(Socket& sock, const Target& t, std::string* server,
-                                     std::string* why) {
+                                     std::string* host_used, std::string* why) {
   why->clear();
   if (t.port.rfind("unix:", 0) == 0) {
     asio::local::stream_protocol::endpoint lep(t.port.substr(5));
     std::error_code ec = co_await connect_one(sock, lep, t.connect_timeout);
     *server = t.port;
+    *host_used = t.hosts.empty() ? std::string("localhost") : t.hosts.front();
     if (!ec) co_return true;
     *why = t.port + ": " + ec.message();
     co_return false;
@@ -75,6 +76,7 @@ asio::awaitable<bool> connect_target(Socket& sock, const Target& t, std::string*
         int one = 1;
         ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         *server = host_port(ep.address().to_string(), std::to_string(ep.port()));
+        *host_used = host;
         co_return true;
       }
       *why += (why->empty() ? "" : "; ") +

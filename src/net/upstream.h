@@ -11,9 +11,10 @@
 namespace sy {
 
 // Connects `sock` to the first host of `t` that accepts, each within connect_timeout.
-// On success *server is "host:port"; on failure *why says what happened to each host.
+// On success *server is "address:port" and *host the name it was reached by (for TLS
+// verification); on failure *why says what happened to each host.
 asio::awaitable<bool> connect_target(Socket& sock, const Target& t, std::string* server,
-                                     std::string* why);
+                                     std::string* host, std::string* why);
 
 }  // namespace sy
 

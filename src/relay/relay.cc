@@ -6,6 +6,7 @@
 
 #include <cerrno>
 
+#include "relay/buffer_pool.h"
 #include "relay/pipe_pool.h"
 
 namespace sy {
@@ -66,6 +67,34 @@ asio::awaitable<PumpEnd> pump(PipePool& pool, Socket& from, Socket& to, RelaySta
   }
 }
 
+// The same through user space, for TLS on either side. Waits for readiness first (or for
+// bytes OpenSSL already decrypted) so that no buffer is held while idle.
+asio::awaitable<PumpEnd> copy_pump(BufferPool& pool, Stream& from, Stream& to, RelayState& st,
+                                   std::uint64_t& counter) {
+  for (;;) {
+    std::error_code ec;
+    if (from.tls_pending() == 0) {
+      co_await from.socket().async_wait(Socket::wait_read,
+                                        asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return PumpEnd::Cancelled;
+    }
+    auto buf = pool.take();
+    std::size_t n = co_await from.read_some(asio::buffer(buf.get(), BufferPool::kSize), ec);
+    if (ec || n == 0) {
+      pool.give(std::move(buf));
+      if (ec == asio::error::operation_aborted) co_return PumpEnd::Cancelled;
+      co_return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated || !ec
+                    ? PumpEnd::SourceClosed
+                    : PumpEnd::SourceError;
+    }
+    st.last_activity = Clock::now();
+    co_await to.write_all(asio::buffer(buf.get(), n), ec);
+    pool.give(std::move(buf));
+    if (ec) co_return ec == asio::error::operation_aborted ? PumpEnd::Cancelled : PumpEnd::SinkError;
+    counter += n;
+  }
+}
+
 const char* describe(PumpEnd e, bool from_client) {
   switch (e) {
     case PumpEnd::SourceClosed: return from_client ? "client closed" : "store closed";
@@ -79,12 +108,17 @@ const char* describe(PumpEnd e, bool from_client) {
 
 }  // namespace
 
-asio::awaitable<RelayResult> relay(Runtime& rt, Socket& client, Socket& store,
+asio::awaitable<RelayResult> relay(Runtime& rt, Stream& client_stream, Stream& store_stream,
                                    Millis idle_timeout) {
   RelayState st(rt.io);
+  Socket& client = client_stream.socket();
+  Socket& store = store_stream.socket();
+  const bool splice_ok = !client_stream.is_tls() && !store_stream.is_tls();
   std::error_code ignored;
-  client.native_non_blocking(true, ignored);
-  store.native_non_blocking(true, ignored);
+  if (splice_ok) {
+    client.native_non_blocking(true, ignored);
+    store.native_non_blocking(true, ignored);
+  }
 
   auto finished = [&st, &client, &store](bool from_client, PumpEnd how) {
     if (!st.ended_by) {
@@ -96,9 +130,15 @@ asio::awaitable<RelayResult> relay(Runtime& rt, Socket& client, Socket& store,
     --st.running;
     st.wake.cancel();
   };
-  asio::co_spawn(rt.io, pump(rt.pipes, client, store, st, st.result.client_to_store),
+  auto up = splice_ok ? pump(rt.pipes, client, store, st, st.result.client_to_store)
+                      : copy_pump(rt.buffers, client_stream, store_stream, st,
+                                  st.result.client_to_store);
+  auto down = splice_ok ? pump(rt.pipes, store, client, st, st.result.store_to_client)
+                        : copy_pump(rt.buffers, store_stream, client_stream, st,
+                                    st.result.store_to_client);
+  asio::co_spawn(rt.io, std::move(up),
                  [&finished](std::exception_ptr, PumpEnd how) { finished(true, how); });
-  asio::co_spawn(rt.io, pump(rt.pipes, store, client, st, st.result.store_to_client),
+  asio::co_spawn(rt.io, std::move(down),
                  [&finished](std::exception_ptr, PumpEnd how) { finished(false, how); });
 
   while (st.running > 0) {

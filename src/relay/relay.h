@@ -2,8 +2,10 @@
 // side closes or the session is idle too long; then both sockets are closed.
 //
 // Plain-to-plain relays use splice(2) through a pipe borrowed from the worker's PipePool
-// only while bytes are in flight, so data never enters user space and an idle session
-// holds no buffer and no pipe: each direction waits for readiness with no buffer attached.
+// only while bytes are in flight, so data never enters user space; when either side is
+// TLS, a direction borrows a 64 KiB buffer from the BufferPool instead. Either way an idle
+// session holds no buffer and no pipe: each direction waits for readiness with nothing
+// attached.
 #ifndef SWITCHYARD_RELAY_RELAY_H
 #define SWITCHYARD_RELAY_RELAY_H
 
@@ -12,6 +14,7 @@
 
 #include "config/duration.h"
 #include "master/runtime.h"
+#include "net/stream.h"
 
 namespace sy {
 
@@ -22,7 +25,7 @@ struct RelayResult {
 };
 
 // Both sockets must be connected. Returns when the relay is over; both are closed then.
-asio::awaitable<RelayResult> relay(Runtime& rt, Socket& client, Socket& store, Millis idle_timeout);
+asio::awaitable<RelayResult> relay(Runtime& rt, Stream& client, Stream& store, Millis idle_timeout);
 
 }  // namespace sy
 

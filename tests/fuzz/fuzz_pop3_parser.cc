@@ -1,0 +1,201 @@
+// Fuzz target for the POP3 command parser.
+//
+// Input layout: byte 0 selects the limits and when expect_line() is called, bytes 1..3
+// shape one of the split patterns, the rest (from byte 1 on) is the client byte stream.
+// The stream is fed several ways (whole, one byte at a time, and in pieces whose sizes
+// come from the input) and the invariants below are checked; any violation traps.
+//
+// Invariants:
+//  1. feed() never reports more consumed bytes than it was given.
+//  2. NeedMore consumes everything it was given.
+//  3. Every other event consumes at least one byte, so the stream offset at which events
+//     occur strictly increases. A dead parser repeating its fatal Error is never fed
+//     again here.
+//  4. The trace -- each event, its stream offset, and its command / line / error -- is
+//     identical for every way of splitting the stream.
+//  5. Events are well formed: keywords are 1..40 upper-case printable non-space ASCII;
+//     at most max_arguments arguments; arguments are non-empty without SP, CR, LF or NUL,
+//     except PASS's single argument which may be empty and hold spaces; lines fit
+//     max_line_length and hold no CR, LF or NUL; errors have a type.
+//  6. Every event ends at a LF of the stream (or, for a fatal error, right after the
+//     byte that made the line too long).
+//  7. A command written back as "NAME arg arg\r\n" parses again to the very same command.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pop3/parser.h"
+
+namespace {
+
+using sy::pop3::Command;
+using sy::pop3::CommandParser;
+using sy::pop3::Error;
+using sy::pop3::Event;
+using sy::pop3::kMaxKeywordLength;
+using sy::pop3::Limits;
+
+#define CHECK(cond)                     \
+  do {                                  \
+    if (!(cond)) __builtin_trap();      \
+  } while (0)
+
+struct Record {
+  Event event;
+  std::size_t offset;  // stream offset just past the event
+  Command command;
+  std::string line;
+  Error error = Error::None;
+  bool fatal = false;
+  bool operator==(const Record&) const = default;
+};
+
+Limits limits_for(std::uint8_t sel) {
+  Limits l;
+  switch (sel & 3) {
+    case 0: break;  // defaults
+    case 1: l.max_line_length = 64; l.max_arguments = 8; break;
+    case 2: l.max_line_length = 12; l.max_arguments = 1; break;
+    case 3: l.max_line_length = 300; l.max_arguments = 0; break;
+  }
+  return l;
+}
+
+// Whether to call expect_line() after the n-th event: after AUTH with a mechanism and no
+// initial response always, and after some other events depending on the selector.
+bool wants_line(std::uint8_t sel, std::size_t n, const Record& r) {
+  if (r.event == Event::Command && r.command.name == "AUTH" && r.command.args.size() == 1)
+    return true;
+  const unsigned every = (sel >> 2) & 7;  // 0: never
+  return every != 0 && (n % (every + 1)) == every;
+}
+
+bool is_keyword_char(char ch) { return ch > 0x20 && ch < 0x7f && !(ch >= 'a' && ch <= 'z'); }
+
+void check_well_formed(const Record& r, const Limits& lim) {
+  switch (r.event) {
+    case Event::Command: {
+      const Command& c = r.command;
+      CHECK(!c.name.empty() && c.name.size() <= kMaxKeywordLength);
+      for (char ch : c.name) CHECK(is_keyword_char(ch));
+      CHECK(c.args.size() <= lim.max_arguments);
+      if (c.name == "PASS") {
+        CHECK(c.args.size() <= 1);
+        for (const std::string& a : c.args) {
+          CHECK(a.find_first_of(std::string_view("\0\r\n", 3)) == std::string::npos);
+        }
+      } else {
+        for (const std::string& a : c.args) {
+          CHECK(!a.empty());
+          CHECK(a.find_first_of(std::string_view("\0\r\n ", 4)) == std::string::npos);
+        }
+      }
+      break;
+    }
+    case Event::Line:
+      CHECK(r.line.size() <= lim.max_line_length);
+      CHECK(r.line.find_first_of(std::string_view("\0\r\n", 3)) == std::string::npos);
+      break;
+    case Event::Error:
+      CHECK(r.error != Error::None);
+      CHECK(r.command == Command{});
+      break;
+    case Event::NeedMore: CHECK(false); break;
+  }
+}
+
+// Feeds `data` in pieces of the given sizes (cycled; 0 means an empty feed) and records
+// every event. Unconsumed bytes are re-fed together with the next piece, as a session does.
+std::vector<Record> run(std::string_view data, const std::vector<std::size_t>& sizes,
+                        std::uint8_t sel) {
+  const Limits lim = limits_for(sel);
+  CommandParser p(lim);
+  std::vector<Record> trace;
+  std::string pending;
+  std::size_t base = 0;  // stream offset of pending[0]
+  std::size_t pos = 0;   // bytes of data handed over so far
+  std::size_t piece = 0;
+  bool dead = false;
+  while (!dead && (pos < data.size() || piece == 0)) {
+    std::size_t n = sizes.empty() ? data.size() : sizes[piece % sizes.size()];
+    ++piece;
+    if (n > data.size() - pos) n = data.size() - pos;
+    pending.append(data.substr(pos, n));
+    pos += n;
+    for (;;) {
+      std::size_t used = static_cast<std::size_t>(-1);
+      const Event ev = p.feed(pending, &used);
+      CHECK(used <= pending.size());
+      if (ev == Event::NeedMore) {
+        CHECK(used == pending.size());
+        base += used;
+        pending.clear();
+        break;
+      }
+      CHECK(used > 0);
+      pending.erase(0, used);
+      base += used;
+      Record r{ev, base, {}, {}, Error::None, false};
+      if (ev == Event::Command) r.command = p.take_command();
+      if (ev == Event::Line) r.line = p.line();
+      if (ev == Event::Error) {
+        r.error = p.error();
+        r.fatal = p.fatal();
+      }
+      check_well_formed(r, lim);
+      if (!(r.event == Event::Error && r.fatal)) CHECK(data[base - 1] == '\n');
+      if (!trace.empty()) CHECK(trace.back().offset < r.offset);
+      trace.push_back(std::move(r));
+      const Record& last = trace.back();
+      if (last.event == Event::Error && last.fatal) {
+        dead = true;
+        break;
+      }
+      if (wants_line(sel, trace.size(), last)) p.expect_line();
+    }
+  }
+  return trace;
+}
+
+void check_round_trip(const Command& c) {
+  Limits big;
+  big.max_line_length = static_cast<std::size_t>(-1);
+  big.max_arguments = static_cast<std::size_t>(-1);
+  CommandParser p(big);
+  std::string text = c.name;
+  for (const std::string& a : c.args) text += " " + a;
+  text += "\r\n";
+  std::size_t used = 0;
+  CHECK(p.feed(text, &used) == Event::Command);
+  CHECK(used == text.size());
+  CHECK(p.take_command() == c);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  const std::uint8_t sel = data[0];
+  const std::string_view stream(reinterpret_cast<const char*>(data) + 1, size - 1);
+
+  const std::vector<Record> whole = run(stream, {}, sel);
+  for (const Record& r : whole) {
+    if (r.event == Event::Command) check_round_trip(r.command);
+  }
+
+  // Pieces of 1..16 bytes (and empty feeds) derived from the first bytes of the stream.
+  std::vector<std::size_t> sizes;
+  for (std::size_t i = 0; i < 3 && i < stream.size(); ++i) {
+    sizes.push_back(static_cast<unsigned char>(stream[i]) % 17);
+  }
+  sizes.push_back(1);
+  CHECK(run(stream, sizes, sel) == whole);
+  if (stream.size() <= 4096) CHECK(run(stream, {1}, sel) == whole);
+  if (stream.size() >= 2) {
+    const std::size_t half = stream.size() / 2;
+    CHECK(run(stream, {half, stream.size() - half}, sel) == whole);
+  }
+  return 0;
+}
