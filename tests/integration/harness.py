@@ -247,8 +247,12 @@ class Dovecot:
     ports: (imap, pop3, lmtp) to use fixed ports; free ones are chosen by default.
     """
 
-    def __init__(self, name, workdir, users=None, extra_conf="", start=True, ports=None):
+    def __init__(self, name, workdir, users=None, extra_conf="", start=True, ports=None,
+                 tls=None):
+        """tls: (cert_path, key_path) turns on STARTTLS and the imaps/pop3s listeners."""
         self.name = name
+        self.tls = tls
+        self.imaps_port, self.pop3s_port = free_ports(2) if tls else (0, 0)
         self.workdir = os.path.abspath(workdir)
         self.users = dict(users or {"demo1": "demo"})
         self.extra_conf = extra_conf
@@ -302,6 +306,10 @@ class Dovecot:
             "identity": identity,
             "chroots": chroots,
             "extra": self.extra_conf,
+            "imaps": self.imaps_port,
+            "pop3s": self.pop3s_port,
+            "ssl": ("ssl = yes\nssl_cert = <%s\nssl_key = <%s\nssl_min_protocol = TLSv1.2"
+                    % self.tls) if self.tls else "ssl = no",
         }
         return """\
 # Dovecot store "{name}" written by the Switchyard integration harness.
@@ -311,7 +319,7 @@ instance_name = switchyard-test-{name}-{imap}
 log_path = {w}/dovecot.log
 protocols = imap pop3 lmtp
 listen = 127.0.0.1
-ssl = no
+{ssl}
 {identity}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
@@ -339,7 +347,8 @@ service imap-login {{
     port = {imap}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps}
   }}
 }}
 service pop3-login {{
@@ -348,7 +357,8 @@ service pop3-login {{
     port = {pop3}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {pop3s}
   }}
 }}
 service lmtp {{
@@ -656,6 +666,45 @@ def switchyard_config(port, maps, backends, fallback=None, limits=None, username
 
 # ---------------------------------------------------------------------------
 # Maps.
+
+def make_ca(directory, name="Switchyard Test CA"):
+    """A throw-away CA: returns (ca_cert_path, ca_key_path)."""
+    os.makedirs(directory, exist_ok=True)
+    cert = os.path.join(directory, "ca.pem")
+    key = os.path.join(directory, "ca.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=" + name, "-keyout", key, "-out", cert,
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    os.chmod(key, 0o644)
+    return cert, key
+
+
+def make_cert(directory, name, ca, hosts=("localhost", "127.0.0.1")):
+    """A server certificate signed by `ca` for `hosts` (DNS names and IP addresses).
+
+    Returns (cert_path, key_path); readable by the unprivileged users the servers run as.
+    """
+    os.makedirs(directory, exist_ok=True)
+    ca_cert, ca_key = ca
+    key = os.path.join(directory, name + ".key")
+    csr = os.path.join(directory, name + ".csr")
+    cert = os.path.join(directory, name + ".pem")
+    ext = os.path.join(directory, name + ".ext")
+    sans = ",".join(("IP:" if h.replace(".", "").isdigit() or ":" in h else "DNS:") + h
+                    for h in hosts)
+    with open(ext, "w") as f:
+        f.write("subjectAltName=%s\nextendedKeyUsage=serverAuth\n" % sans)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + hosts[0],
+                    "-keyout", key, "-out", csr], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
+                    "-CAcreateserial", "-days", "2", "-out", cert, "-extfile", ext],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    os.chmod(key, 0o644)
+    return cert, key
+
 
 def make_sqlite_map(path, rows):
     """Create a Perdition-style SQLite map.
