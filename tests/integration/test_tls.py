@@ -187,8 +187,8 @@ class TlsTest(unittest.TestCase):
         self.assertTrue(self.login(plain, "ivy", "ivy-pw").startswith(b"a OK"))
         self.assertTrue(self.login(plain, "stan", "stan-pw").startswith(b"a OK"))
         # Dovecot marks a login over TLS with "TLS" (a plain loopback one says "secured").
-        harness.wait_for_log(self.store.log_path, r"imap-login: Login: user=<ivy>.*, TLS,", 10)
-        harness.wait_for_log(self.store.log_path, r"imap-login: Login: user=<stan>.*, TLS,", 10)
+        harness.wait_for_log(self.store.log_path, r"imap-login: Info: Login: user=<ivy>.*, TLS,", 10)
+        harness.wait_for_log(self.store.log_path, r"imap-login: Info: Login: user=<stan>.*, TLS,", 10)
 
     def test_store_certificate_that_does_not_verify_refuses_login(self):
         p, plain, _ = self.proxy("store-bad-cert")
