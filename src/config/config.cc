@@ -282,6 +282,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"lmtp", r.port(&b.lmtp)},
                    {"tls", r.str(&b.tls, {"none", "starttls", "implicit"})},
                    {"tls_verify", r.boolean(&b.tls_verify)},
+                   {"forward_client_ip", r.boolean(&b.forward_client_ip)},
                    {"connect_timeout", r.duration(&b.connect_timeout)}}))
         return false;
       c.backends[b.name] = std::move(b);

@@ -50,6 +50,7 @@ struct BackendConfig {
   std::string lmtp = "24";
   std::string tls = "none";        // none | starttls | implicit
   bool tls_verify = true;          // verify the store's certificate against [tls] ca
+  bool forward_client_ip = false;  // tell the store who the client is (IMAP ID, POP3 XCLIENT)
   Millis connect_timeout{5000};
   int line = 0;
 };

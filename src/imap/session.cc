@@ -9,6 +9,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <memory>
@@ -104,9 +105,8 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
         parser_(std::make_unique<imap::CommandParser>(
             imap::Limits{limits_.max_line_length, limits_.max_literal_size, 64})),
         id_(rt.next_session_id++) {
-    peer_ = peer_name(client_.socket().native_handle());
-    plaintext_listener_ok_ =
-        listen_.allow_plaintext_auth.value_or(peer_is_loopback(client_.socket().native_handle()));
+    set_client(peer_endpoint(client_.socket().native_handle()),
+               local_endpoint(client_.socket().native_handle()));
   }
 
   void start() {
@@ -136,6 +136,14 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
   asio::awaitable<void> close_with(const std::string& bye, const char* reason);
   void arm_login_deadline();
   bool plaintext_ok() const { return plaintext_listener_ok_ || client_.is_tls(); }
+  // Who the client is (from the socket, or from a PROXY header in front of it).
+  void set_client(Endpoint remote, Endpoint local) {
+    client_addr_ = std::move(remote);
+    local_addr_ = std::move(local);
+    peer_ = client_addr_.str();
+    plaintext_listener_ok_ = listen_.allow_plaintext_auth.value_or(client_addr_.loopback);
+  }
+  std::string forwarding_id(const std::string& tag) const;
   asio::awaitable<Next> starttls(const std::string& tag);
   asio::awaitable<bool> store_starttls(const std::string& server, std::string* why);
   void interrupt(Interrupt why);
@@ -155,8 +163,11 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
   std::string inbuf_;     // client bytes not yet parsed
   std::string upbuf_;     // store bytes not yet consumed
   std::uint64_t id_;
-  std::string peer_;
+  std::string peer_;        // client_addr_ as text, for the logs
+  Endpoint client_addr_;
+  Endpoint local_addr_;
   std::string client_id_;  // the client's ID fields, for the log
+  std::vector<std::pair<std::string, std::string>> client_id_fields_;  // "" value = NIL
   std::string user_;       // login name as given (for the session's log lines)
   bool plaintext_listener_ok_ = false;  // plaintext login allowed without TLS
   Phase phase_ = Phase::PreLogin;
@@ -344,10 +355,14 @@ asio::awaitable<Next> ImapSession::handle(imap::Command cmd) {
   }
   if (name == "ID") {
     client_id_.clear();
+    client_id_fields_.clear();
     bool key = true;
     for (const auto& a : cmd.args) {
       if (!is_string_arg(a)) continue;
       client_id_ += key ? (client_id_.empty() ? "" : " ") + a.value + "=" : a.value;
+      if (key) client_id_fields_.emplace_back(a.value, "");
+      else if (!(a.kind == imap::Arg::Kind::Atom && a.value == "NIL"))
+        client_id_fields_.back().second = a.value;
       key = !key;
     }
     co_return co_await send("* ID (\"name\" \"Switchyard\" \"version\" \"" PACKAGE_VERSION
@@ -550,7 +565,11 @@ asio::awaitable<UpstreamResult> ImapSession::upstream_login(const Target& t,
 
   // LOGIN in as few writes as the store allows: quoted strings, or LITERAL+; a store
   // without LITERAL+ gets synchronising literals, one continuation each.
-  std::vector<std::string> parts(1, tag + " LOGIN ");
+  // With forward_client_ip, an ID with the client's address goes in the same write as
+  // LOGIN; its answer is read and dropped below.
+  const std::string id_tag = tag == "SYID" ? "SYID0" : "SYID";
+  std::vector<std::string> parts(1, t.forward_client_ip ? forwarding_id(id_tag) : "");
+  parts.back() += tag + " LOGIN ";
   auto add = [&](const std::string& s) {
     if (quotable(s)) {
       parts.back() += quote(s);
@@ -588,7 +607,9 @@ asio::awaitable<UpstreamResult> ImapSession::upstream_login(const Target& t,
       }
     }
     if (line.rfind(tagged, 0) == 0) break;
-    if (line.rfind("* ", 0) == 0) untagged += line + "\r\n";
+    const bool id_answer = t.forward_client_ip && (line.rfind(id_tag + " ", 0) == 0 ||
+                                                   iequals_prefix(line, "* ID "));
+    if (!id_answer && line.rfind("* ", 0) == 0) untagged += line + "\r\n";
     line.clear();
   }
   *reply = untagged + line + "\r\n";
@@ -596,6 +617,32 @@ asio::awaitable<UpstreamResult> ImapSession::upstream_login(const Target& t,
   if (iequals_prefix(status, "OK")) co_return UpstreamResult::LoggedIn;
   *why = server + ": " + log_quote(std::string(status));
   co_return UpstreamResult::Rejected;
+}
+
+std::string ImapSession::forwarding_id(const std::string& tag) const {
+  std::string id = tag + " ID (";
+  auto field = [&id](const std::string& k, const std::string& v) {
+    if (id.back() != '(') id += ' ';
+    id += quote(k) + " " + (v.empty() ? std::string("NIL") : quote(v));
+  };
+  if (!client_addr_.ip.empty()) {
+    field("x-originating-ip", client_addr_.ip);
+    field("x-originating-port", std::to_string(client_addr_.port));
+  }
+  if (!local_addr_.ip.empty()) {
+    field("x-connected-ip", local_addr_.ip);
+    field("x-connected-port", std::to_string(local_addr_.port));
+  }
+  field("x-session-id", "sy" + std::to_string(::getpid()) + "-" + std::to_string(id_));
+  // The client's own fields, except any that would claim to be the proxy's.
+  int n = 0;
+  for (const auto& [k, v] : client_id_fields_) {
+    if (iequals_prefix(k, "X-") || !quotable(k) || !quotable(v) || k.size() > 64 ||
+        v.size() > 1024 || ++n > 20)
+      continue;
+    field(k, v);
+  }
+  return id + ")\r\n";
 }
 
 asio::awaitable<Next> ImapSession::starttls(const std::string& tag) {

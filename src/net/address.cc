@@ -135,6 +135,45 @@ std::string format_sockaddr(const sockaddr* sa, socklen_t len) {
   return "unix";
 }
 
+std::string Endpoint::str() const {
+  if (ip.empty()) return "unix";
+  return (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
+}
+
+Endpoint endpoint_of(const sockaddr* sa) {
+  Endpoint e;
+  e.loopback = is_loopback(sa);
+  char host[INET6_ADDRSTRLEN] = "";
+  if (sa->sa_family == AF_INET) {
+    auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    e.port = ntohs(in->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+      ::inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof host);
+    else
+      ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    e.port = ntohs(in6->sin6_port);
+  }
+  e.ip = host;
+  return e;
+}
+
+Endpoint peer_endpoint(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  return endpoint_of(reinterpret_cast<sockaddr*>(&ss));
+}
+
+Endpoint local_endpoint(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  return endpoint_of(reinterpret_cast<sockaddr*>(&ss));
+}
+
 std::string peer_name(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;

@@ -29,6 +29,17 @@ struct SocketAddress {
 // socket file is replaced). Returns the fd, or -1 with *error.
 int bind_listener(const SocketAddress& a, std::string* error);
 
+// One end of a connection as the logs and the stores see it.
+struct Endpoint {
+  std::string ip;          // "192.0.2.1", "2001:db8::1"; "" for a Unix socket
+  std::uint16_t port = 0;
+  bool loopback = false;   // 127/8, ::1, v4-mapped loopback, or a Unix socket
+  std::string str() const;  // "192.0.2.1:143", "[2001:db8::1]:143", "unix"
+};
+Endpoint endpoint_of(const sockaddr* sa);
+Endpoint peer_endpoint(int fd);
+Endpoint local_endpoint(int fd);
+
 // "1.2.3.4:5678", "[::1]:143", "unix" for a peer/sockname.
 std::string format_sockaddr(const sockaddr* sa, socklen_t len);
 std::string peer_name(int fd);

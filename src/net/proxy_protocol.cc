@@ -302,11 +302,13 @@ ProxyParser::Step ProxyParser::end_v1_field(char c, std::size_t pos) {
   } else {
     // Ports follow both addresses; rebuild the endpoint with its port.
     const auto port = static_cast<std::uint16_t>(port_);
+    unsigned char addr[sizeof(in6_addr)];
     if (v4) {
-      set_inet(e, AF_INET, &reinterpret_cast<const sockaddr_in*>(&e->addr)->sin_addr, port);
+      std::memcpy(addr, &reinterpret_cast<const sockaddr_in*>(&e->addr)->sin_addr, sizeof(in_addr));
     } else {
-      set_inet(e, AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&e->addr)->sin6_addr, port);
+      std::memcpy(addr, &reinterpret_cast<const sockaddr_in6*>(&e->addr)->sin6_addr, sizeof(in6_addr));
     }
+    set_inet(e, v4 ? AF_INET : AF_INET6, addr, port);
   }
   if (c == '\r') {
     state_ = State::V1LF;

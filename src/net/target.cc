@@ -30,6 +30,7 @@ Target resolve_target(const Config& config, const MapAnswer& answer, Service ser
     t.connect_timeout = b.connect_timeout;
     t.tls = b.tls;
     t.tls_verify = b.tls_verify;
+    t.forward_client_ip = b.forward_client_ip;
     switch (service) {
       case Service::Imap: t.port = b.imap; break;
       case Service::Pop3: t.port = b.pop3; break;

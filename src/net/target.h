@@ -20,6 +20,7 @@ struct Target {
   Millis connect_timeout{5000};
   std::string tls = "none";  // none | starttls | implicit
   bool tls_verify = true;
+  bool forward_client_ip = false;
 };
 
 // The map's host may name a back end; a port in the answer overrides the back end's.

@@ -255,7 +255,7 @@ TEST(ProxyProtocol, V1BadAddresses) {
 }
 
 TEST(ProxyProtocol, V1BadPorts) {
-  Expect("PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", Err(ProxyError::V1BadPort, 33));
+  Expect("PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", Err(ProxyError::V1BadPort, 32));
   Expect("PROXY TCP4 1.2.3.4 5.6.7.8 1 655350\r\n", Err(ProxyError::V1BadPort, 35));
   Expect("PROXY TCP4 1.2.3.4 5.6.7.8 080 2\r\n", Err(ProxyError::V1BadPort, 29));
   Expect("PROXY TCP4 1.2.3.4 5.6.7.8 00 2\r\n", Err(ProxyError::V1BadPort, 29));
@@ -278,8 +278,8 @@ TEST(ProxyProtocol, V1ExtraOrMissingSpacesAndFields) {
   Expect("PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", Err(ProxyError::V1BadSyntax, 12));
   Expect("PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n", Err(ProxyError::V1BadSyntax, 20));
   Expect("PROXY TCP4 1.2.3.4 5.6.7.8 1  2\r\n", Err(ProxyError::V1BadSyntax, 30));
-  Expect("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", Err(ProxyError::V1BadSyntax, 32));
-  Expect("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", Err(ProxyError::V1BadSyntax, 32));
+  Expect("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", Err(ProxyError::V1BadSyntax, 31));
+  Expect("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", Err(ProxyError::V1BadSyntax, 31));
   Expect("PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", Err(ProxyError::V1BadSyntax, 29));
   Expect("PROXY TCP4 1.2.3.4\r\n", Err(ProxyError::V1BadSyntax, 19));
   Expect("PROXY TCP4\r\n", Err(ProxyError::V1BadSyntax, 11));
@@ -290,7 +290,7 @@ TEST(ProxyProtocol, V1ExtraOrMissingSpacesAndFields) {
 TEST(ProxyProtocol, V1UnknownProtocolNames) {
   Expect("PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n", Err(ProxyError::V1BadSyntax, 10));
   Expect("PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n", Err(ProxyError::V1BadSyntax, 7));
-  Expect("PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", Err(ProxyError::V1BadSyntax, 7));
+  Expect("PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", Err(ProxyError::V1BadSyntax, 8));
   Expect("PROXY UNKNOWNX\r\n", Err(ProxyError::V1BadSyntax, 14));
   Expect("PROXY UNKNOW\r\n", Err(ProxyError::V1BadSyntax, 13));
 }
@@ -316,7 +316,7 @@ TEST(ProxyProtocol, V2ProxyTcp4) {
 TEST(ProxyProtocol, V2ProxyTcp6) {
   const std::string block = Ip6("2001:db8::1") + Ip6("2001:db8:0:0:1::2") + Be16(1) + Be16(995);
   Expect(V2(0x21, 0x21, block) + "USER x\r\n",
-         Done("v2 PROXY TCP6 [2001:db8::1]:1 -> [2001:db8::1:0:2]:995 len=52", "USER x\r\n"));
+         Done("v2 PROXY TCP6 [2001:db8::1]:1 -> [2001:db8::1:0:0:2]:995 len=52", "USER x\r\n"));
 }
 
 TEST(ProxyProtocol, V2ProxyUnix) {
@@ -352,9 +352,9 @@ TEST(ProxyProtocol, V2Tlvs) {
   const std::string tlvs = Tlv(0x02, "imap.example.com") + Tlv(0x04, std::string(3, '\0')) +
                            Tlv(0x20, ssl) + Tlv(0x05, "id-1") + Tlv(0xe0, "");
   Expect(V2(0x21, 0x11, kTcp4Block + tlvs) + kClient,
-         Done("v2 PROXY TCP4 192.0.2.1:56324 -> 198.51.100.2:143 tlvs=02:16,04:3,20:50,05:4,e0:0"
+         Done("v2 PROXY TCP4 192.0.2.1:56324 -> 198.51.100.2:143 tlvs=02:16,04:3,20:49,05:4,e0:0"
               " authority=imap.example.com ssl ssl_version=TLSv1.3"
-              " ssl_cipher=TLS_AES_256_GCM_SHA384 len=120",
+              " ssl_cipher=TLS_AES_256_GCM_SHA384 len=115",
               kClient));
 }
 

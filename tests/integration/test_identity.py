@@ -1,0 +1,94 @@
+"""The client's identity carried to the store: IMAP ID forwarding (x-originating-ip and
+friends) seen in a real Dovecot's own log, and the client's own ID fields passed on.
+"""
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import Dovecot, Switchyard, make_sqlite_map, toml_string  # noqa: E402
+
+HOST = "127.0.0.1"
+
+
+def client_from(source_ip, port):
+    """A connection to the proxy whose source address is `source_ip` (any 127/8 works)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.bind((source_ip, 0))
+    s.connect((HOST, port))
+    return s, s.makefile("rwb")
+
+
+class IdentityTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="switchyard-identity-")
+        os.chmod(cls.tmp, 0o755)
+        cls.store = Dovecot("idstore", os.path.join(cls.tmp, "store"),
+                            users={"fwd": "fwd-pw", "plain": "plain-pw"},
+                            extra_conf="imap_id_log = *\n")
+        cls.map_path = make_sqlite_map(os.path.join(cls.tmp, "users.db"),
+                                       [("fwd", "forwarding"), ("plain", "quiet")])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.store.stop()
+        if not os.environ.get("SWITCHYARD_KEEP_TMP"):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def proxy(self, name, extra_listen=""):
+        port = harness.free_port()
+        config = ("workers = 0\nmap_dir = %s\n[log]\ntarget = \"stderr\"\nlevel = \"debug\"\n\n"
+                  "[[listen]]\nprotocol = \"imap\"\naddress = \"127.0.0.1:%d\"\n%s\n"
+                  "[[map]]\nmodule = \"sqlite\"\noptions = %s\n\n"
+                  "[backend.forwarding]\nhost = \"127.0.0.1\"\nimap = %d\n"
+                  "forward_client_ip = true\n\n"
+                  "[backend.quiet]\nhost = \"127.0.0.1\"\nimap = %d\n"
+                  % (toml_string(harness.map_dir()), port, extra_listen,
+                     toml_string(self.map_path), self.store.imap_port, self.store.imap_port))
+        p = Switchyard(None, os.path.join(self.tmp, name), config)
+        self.addCleanup(p.stop)
+        return p
+
+    def test_forwarded_client_address_is_what_dovecot_logs(self):
+        p = self.proxy("forward")
+        s, f = client_from("127.0.0.5", p.port)
+        self.addCleanup(s.close)
+        self.assertTrue(f.readline().startswith(b"* OK"))
+        f.write(b'i ID ("name" "TestMUA" "version" "1.0" "x-originating-ip" "6.6.6.6")\r\n'
+                b"a LOGIN fwd fwd-pw\r\n")
+        f.flush()
+        lines = []
+        while not lines or not lines[-1].startswith(b"a "):
+            lines.append(f.readline())
+        self.assertTrue(lines[-1].startswith(b"a OK"), lines)
+        self.assertFalse(any(b"SYID" in l for l in lines), "the proxy's own ID stays hidden")
+        m = harness.wait_for_log(self.store.log_path,
+                                 r"Login: user=<fwd>.*rip=(\S+?),", 10)
+        self.assertEqual(m.group(1), "127.0.0.5")
+        # The client's ID reached the store, without its attempt to set x-originating-ip.
+        log = harness.wait_for_log(self.store.log_path, r"ID sent: .*TestMUA.*", 10).group(0)
+        self.assertNotIn("6.6.6.6", log)
+        self.assertIn("x-session-id", log)
+
+    def test_without_forwarding_the_store_sees_the_proxy(self):
+        p = self.proxy("quiet")
+        s, f = client_from("127.0.0.6", p.port)
+        self.addCleanup(s.close)
+        f.readline()
+        f.write(b"a LOGIN plain plain-pw\r\n")
+        f.flush()
+        self.assertTrue(f.readline().startswith(b"a OK"))
+        m = harness.wait_for_log(self.store.log_path, r"Login: user=<plain>.*rip=(\S+?),", 10)
+        self.assertEqual(m.group(1), "127.0.0.1")
+
+
+if __name__ == "__main__":
+    unittest.main()
