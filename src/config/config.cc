@@ -143,6 +143,19 @@ class Reader {
       return true;
     };
   }
+  Handler cidrs(std::vector<Cidr>* out) {
+    return [this, out](const toml::node& n) {
+      const toml::array* a = n.as_array();
+      if (!a) return fail(n, "expected a list of addresses or blocks such as \"10.0.0.0/8\"");
+      out->clear();
+      for (const auto& e : *a) {
+        auto c = e.is_string() ? Cidr::parse(*e.value<std::string>()) : std::nullopt;
+        if (!c) return fail(e, "expected an address or block such as \"10.0.0.0/8\"");
+        out->push_back(*c);
+      }
+      return true;
+    };
+  }
   // An array of tables ([[name]]), each handed to `each`.
   Handler tables(const char* name, std::function<bool(const toml::table&)> each) {
     return [this, name, each](const toml::node& n) {
@@ -186,6 +199,8 @@ bool check(Reader& r, Config* c) {
       return r.fail(l.line, "protocol \"imaps\" needs a certificate: set [tls] cert and key");
     if (l.tls_cert.empty() != l.tls_key.empty())
       return r.fail(l.line, "tls_cert and tls_key go together");
+    if (l.proxy_protocol && l.trusted_proxies.empty())
+      return r.fail(l.line, "proxy_protocol = true needs trusted_proxies");
   }
   if (c->tls.cert.empty() != c->tls.key.empty())
     return r.fail(c->tls.line, "[tls] cert and key go together");
@@ -226,7 +241,10 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                  {"address", r.str(&l.address)},
                  {"allow_plaintext_auth", r.opt_boolean(&l.allow_plaintext_auth)},
                  {"tls_cert", r.str(&l.tls_cert)},
-                 {"tls_key", r.str(&l.tls_key)}}))
+                 {"tls_key", r.str(&l.tls_key)},
+                 {"max_connections_per_ip", r.integer(&l.max_connections_per_ip, 0, 100000)},
+                 {"proxy_protocol", r.boolean(&l.proxy_protocol)},
+                 {"trusted_proxies", r.cidrs(&l.trusted_proxies)}}))
       return false;
     if (l.protocol.empty()) l.protocol = "imap";
     c.listen.push_back(std::move(l));
@@ -266,7 +284,12 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"max_bad_commands", r.integer(&l.max_bad_commands, 1, 1000)},
                    {"max_login_attempts", r.integer(&l.max_login_attempts, 1, 100)},
                    {"max_line_length", r.integer(&l.max_line_length, 512, 1 << 20)},
-                   {"max_literal_size", r.integer(&l.max_literal_size, 64, 1 << 20)}});
+                   {"max_literal_size", r.integer(&l.max_literal_size, 64, 1 << 20)},
+                   {"auth_failure_delay", r.duration(&l.auth_failure_delay)},
+                   {"auth_failure_delay_max", r.duration(&l.auth_failure_delay_max)},
+                   {"auth_failure_block_after", r.integer(&l.auth_failure_block_after, 0, 100000)},
+                   {"auth_failure_window", r.duration(&l.auth_failure_window)},
+                   {"auth_failure_exempt", r.cidrs(&l.auth_failure_exempt)}});
   };
   auto backends = [&](const toml::table& t) {
     for (auto&& [k, v] : t) {

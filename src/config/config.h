@@ -13,6 +13,7 @@
 
 #include "config/duration.h"
 #include "map/username.h"
+#include "net/address.h"
 
 namespace sy {
 
@@ -22,6 +23,9 @@ struct ListenConfig {
   std::optional<bool> allow_plaintext_auth;   // unset: loopback clients or after TLS only
   std::string tls_cert;                       // overrides [tls] cert/key for this listener
   std::string tls_key;
+  int max_connections_per_ip = 0;             // 0: no limit
+  bool proxy_protocol = false;                // expect a HAProxy PROXY v1/v2 header
+  std::vector<Cidr> trusted_proxies;          // who may send one
   int line = 0;
 
   bool implicit_tls() const { return protocol == "imaps"; }
@@ -70,6 +74,12 @@ struct LimitsConfig {
   int max_login_attempts = 3;
   std::size_t max_line_length = 8192;
   std::size_t max_literal_size = 8192;
+  // Failed logins per client address: a doubling delay, then a temporary block.
+  Millis auth_failure_delay{1000};
+  Millis auth_failure_delay_max{15000};
+  int auth_failure_block_after = 20;  // 0: never block
+  Millis auth_failure_window{600000};
+  std::vector<Cidr> auth_failure_exempt = {*Cidr::parse("127.0.0.0/8"), *Cidr::parse("::1")};
 };
 
 struct LogConfig {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <memory>
 
+#include "core/client_table.h"
 #include "core/sasl.h"
 #include "imap/parser.h"
 #include "log/log.h"
@@ -121,6 +122,10 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
 
   void shut_down() override { interrupt(Interrupt::Shutdown); }
 
+  ~ImapSession() {
+    if (conn_slot_) conn_slot_->connections.fetch_sub(1, std::memory_order_relaxed);
+  }
+
  private:
   asio::awaitable<void> run();
   asio::awaitable<Next> handle(imap::Command cmd);
@@ -144,6 +149,8 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
     plaintext_listener_ok_ = listen_.allow_plaintext_auth.value_or(client_addr_.loopback);
   }
   std::string forwarding_id(const std::string& tag) const;
+  const char* admit();  // nullptr, or why this client is turned away
+  asio::awaitable<void> account_login(const std::string& result);
   asio::awaitable<Next> starttls(const std::string& tag);
   asio::awaitable<bool> store_starttls(const std::string& server, std::string* why);
   void interrupt(Interrupt why);
@@ -168,6 +175,8 @@ class ImapSession : public std::enable_shared_from_this<ImapSession>, public Pre
   Endpoint local_addr_;
   std::string client_id_;  // the client's ID fields, for the log
   std::vector<std::pair<std::string, std::string>> client_id_fields_;  // "" value = NIL
+  ClientSlot* penalty_slot_ = nullptr;  // failed logins from this address (null: exempt)
+  ClientSlot* conn_slot_ = nullptr;     // counted against max_connections_per_ip
   std::string user_;       // login name as given (for the session's log lines)
   bool plaintext_listener_ok_ = false;  // plaintext login allowed without TLS
   Phase phase_ = Phase::PreLogin;
@@ -252,8 +261,48 @@ asio::awaitable<void> ImapSession::close_with(const std::string& bye, const char
   phase_ = Phase::Done;
 }
 
+const char* ImapSession::admit() {
+  const LimitsConfig& lim = rt_.config.limits;
+  if (!rt_.clients || client_addr_.ip.empty()) return nullptr;
+  if (!any_contains(lim.auth_failure_exempt, client_addr_.ip)) {
+    penalty_slot_ = &rt_.clients->slot(0, client_addr_.ip);
+    if (rt_.penalty.blocked(*penalty_slot_, steady_now_ms()))
+      return "Too many failed logins from your address, try again later";
+  }
+  if (listen_.max_connections_per_ip > 0) {
+    conn_slot_ = &rt_.clients->slot(static_cast<std::uint32_t>(listen_.line), client_addr_.ip);
+    auto n = conn_slot_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (n > static_cast<std::uint32_t>(listen_.max_connections_per_ip))
+      return "Too many connections from your address";
+  }
+  return nullptr;
+}
+
+// Failed logins from an address slow its next answers down and may block it; a success
+// clears the count.
+asio::awaitable<void> ImapSession::account_login(const std::string& result) {
+  if (!penalty_slot_) co_return;
+  if (result == "ok") {
+    PenaltyPolicy::record_success(*penalty_slot_);
+    co_return;
+  }
+  if (result != "failed" && result != "unknown-user") co_return;
+  auto delay = rt_.penalty.record_failure(*penalty_slot_, steady_now_ms());
+  if (delay.count() <= 0) co_return;
+  asio::steady_timer t(rt_.io, delay);
+  std::error_code ignored;
+  co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+}
+
 asio::awaitable<void> ImapSession::run() {
   arm_login_deadline();
+  if (const char* refused = admit()) {
+    // (Built outside the co_await: g++ 12 destroys temporaries of a ?: inside one twice.)
+    std::string bye;
+    if (!listen_.implicit_tls()) bye = std::string("* BYE ") + refused + "\r\n";
+    co_await close_with(bye, refused);
+    co_return;
+  }
   if (listen_.implicit_tls()) {
     std::string why;
     if (!co_await client_.accept_tls(*tls_, &why)) {
@@ -506,6 +555,7 @@ asio::awaitable<Next> ImapSession::login(const std::string& tag, std::string use
            found.map_name.empty() ? "-" : found.map_name.c_str(), result.c_str(), ms,
            why.empty() ? "" : " reason=\"", why.c_str(), why.empty() ? "" : "\"",
            client_id_.empty() ? "" : (" id=\"" + log_quote(client_id_) + "\"").c_str());
+  co_await account_login(result);
   if (!co_await send(reply)) co_return Next::Close;
   if (result == "ok") co_return Next::Relay;
   upstream_.reset();

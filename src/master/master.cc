@@ -126,9 +126,10 @@ void daemonize() {
 class Supervisor {
  public:
   Supervisor(Config config, std::map<std::string, int> bound, std::vector<BoundListener> listeners,
-             std::shared_ptr<TlsContext> store_tls, sigset_t signals)
+             std::shared_ptr<TlsContext> store_tls, ClientTable* clients, sigset_t signals)
       : config_(std::move(config)), bound_(std::move(bound)), listeners_(std::move(listeners)),
-        store_tls_(std::move(store_tls)), signals_(signals), slots_(config_.workers) {}
+        store_tls_(std::move(store_tls)), clients_(clients), signals_(signals),
+        slots_(config_.workers) {}
 
   int run() {
     for (;;) {
@@ -155,7 +156,7 @@ class Supervisor {
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
       log_reopen();
-      int rc = run_worker(config_, listeners_, store_tls_);
+      int rc = run_worker(config_, listeners_, store_tls_, clients_);
       std::fflush(nullptr);
       ::_exit(rc);
     }
@@ -260,6 +261,7 @@ class Supervisor {
   std::map<std::string, int> bound_;
   std::vector<BoundListener> listeners_;
   std::shared_ptr<TlsContext> store_tls_;
+  ClientTable* clients_;
   sigset_t signals_;
   std::vector<Slot> slots_;
   std::set<pid_t> draining_;
@@ -305,8 +307,11 @@ int run_master(const MasterOptions& options) {
   LOG_NOTICE("switchyard %s starting: %zu listeners, %d workers", PACKAGE_VERSION,
              listeners.size(), config.workers);
 
+  // Per-address counters every worker shares (made before any fork).
+  std::unique_ptr<ClientTable> clients = ClientTable::create();
+  if (!clients) LOG_WARN("no shared memory for per-address limits; they are off");
   if (config.workers == 0) {
-    int rc = run_worker(config, listeners, store_tls);
+    int rc = run_worker(config, listeners, store_tls, clients.get());
     if (!config.pid_file.empty()) ::unlink(config.pid_file.c_str());
     return rc;
   }
@@ -315,7 +320,7 @@ int run_master(const MasterOptions& options) {
   for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   Supervisor sup(std::move(config), std::move(bound), std::move(listeners), std::move(store_tls),
-                 set);
+                 clients.get(), set);
   return sup.run();
 }
 

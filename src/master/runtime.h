@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "config/config.h"
+#include "core/client_table.h"
 
 namespace sy {
 
@@ -32,8 +33,15 @@ class PreLoginSession {
 
 struct Runtime {
   Runtime(asio::io_context& i, const Config& c, LookupService& l, PipePool& p, BufferPool& b,
-          std::shared_ptr<asio::ssl::context> store)
-      : io(i), config(c), lookups(l), pipes(p), buffers(b), store_tls(std::move(store)) {}
+          std::shared_ptr<asio::ssl::context> store, ClientTable* table)
+      : io(i), config(c), lookups(l), pipes(p), buffers(b), store_tls(std::move(store)),
+        clients(table) {
+    const LimitsConfig& lim = c.limits;
+    penalty.base = lim.auth_failure_delay;
+    penalty.max = lim.auth_failure_delay_max;
+    penalty.block_after = static_cast<std::uint32_t>(lim.auth_failure_block_after);
+    penalty.window = lim.auth_failure_window;
+  }
 
   asio::io_context& io;
   const Config& config;
@@ -41,6 +49,8 @@ struct Runtime {
   PipePool& pipes;
   BufferPool& buffers;
   std::shared_ptr<asio::ssl::context> store_tls;  // for back ends with tls != "none"
+  ClientTable* clients;                           // shared by all workers; may be null
+  PenaltyPolicy penalty;
   std::size_t sessions = 0;           // live sessions in this worker
   std::uint64_t next_session_id = 1;
   bool draining = false;              // stop accepting; exit when sessions reach 0

@@ -70,7 +70,7 @@ bool drop_privileges(const std::string& user, std::string* error) {
 }
 
 int run_worker(const Config& config, const std::vector<BoundListener>& listeners,
-               std::shared_ptr<TlsContext> store_tls) {
+               std::shared_ptr<TlsContext> store_tls, ClientTable* clients) {
   std::string error;
   std::shared_ptr<const MapChain> chain = load_chain(config, &error);
   if (!chain) {
@@ -85,7 +85,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
   LookupService lookups(io, chain, config.lookup.timeout);
   PipePool pipes;
   BufferPool buffers;
-  Runtime rt(io, config, lookups, pipes, buffers, std::move(store_tls));
+  Runtime rt(io, config, lookups, pipes, buffers, std::move(store_tls), clients);
 
   std::vector<std::unique_ptr<Acceptor>> acceptors;
   for (const auto& l : listeners) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "core/client_table.h"
 #include "tls/tls.h"
 
 namespace sy {
@@ -21,8 +22,9 @@ struct BoundListener {
 // Runs until SIGTERM/SIGINT (stop: close listeners, end sessions after a grace period) or
 // SIGUSR2 (drain: close listeners, exit when the last session ends). Returns an exit code.
 // `store_tls` is the client context for back ends that use TLS.
+// `clients` is the table shared by all workers (per-address limits).
 int run_worker(const Config& config, const std::vector<BoundListener>& listeners,
-               std::shared_ptr<TlsContext> store_tls);
+               std::shared_ptr<TlsContext> store_tls, ClientTable* clients);
 
 // setgroups/setresgid/setresuid to `user`; a no-op (true) when not running as root.
 [[nodiscard]] bool drop_privileges(const std::string& user, std::string* error);

@@ -135,6 +135,56 @@ std::string format_sockaddr(const sockaddr* sa, socklen_t len) {
   return "unix";
 }
 
+std::optional<Cidr> Cidr::parse(std::string_view text) {
+  Cidr c;
+  std::string addr(text.substr(0, text.find('/')));
+  int max_prefix;
+  if (::inet_pton(AF_INET, addr.c_str(), c.bytes_) == 1) {
+    c.family_ = AF_INET;
+    max_prefix = 32;
+  } else if (::inet_pton(AF_INET6, addr.c_str(), c.bytes_) == 1) {
+    c.family_ = AF_INET6;
+    max_prefix = 128;
+  } else {
+    return std::nullopt;
+  }
+  c.prefix_ = max_prefix;
+  if (auto slash = text.find('/'); slash != std::string_view::npos) {
+    std::string_view p = text.substr(slash + 1);
+    int n = 0;
+    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), n);
+    if (ec != std::errc() || end != p.data() + p.size() || p.empty() || n < 0 || n > max_prefix)
+      return std::nullopt;
+    c.prefix_ = n;
+  }
+  return c;
+}
+
+bool Cidr::contains(const std::string& ip) const {
+  unsigned char b[16];
+  const unsigned char* bytes = b;
+  if (::inet_pton(AF_INET, ip.c_str(), b) == 1) {
+    if (family_ != AF_INET) return false;
+  } else if (::inet_pton(AF_INET6, ip.c_str(), b) == 1) {
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (family_ == AF_INET && std::memcmp(b, mapped, 12) == 0) bytes = b + 12;
+    else if (family_ != AF_INET6) return false;
+  } else {
+    return false;
+  }
+  int full = prefix_ / 8, rest = prefix_ % 8;
+  if (std::memcmp(bytes, bytes_, full) != 0) return false;
+  if (rest == 0) return true;
+  unsigned char mask = static_cast<unsigned char>(0xff << (8 - rest));
+  return (bytes[full] & mask) == (bytes_[full] & mask);
+}
+
+bool any_contains(const std::vector<Cidr>& blocks, const std::string& ip) {
+  for (const auto& b : blocks)
+    if (b.contains(ip)) return true;
+  return false;
+}
+
 std::string Endpoint::str() const {
   if (ip.empty()) return "unix";
   return (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port);

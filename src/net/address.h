@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sy {
 
@@ -39,6 +40,20 @@ struct Endpoint {
 Endpoint endpoint_of(const sockaddr* sa);
 Endpoint peer_endpoint(int fd);
 Endpoint local_endpoint(int fd);
+
+// An address block such as "192.0.2.0/24", "2001:db8::/32" or a single address.
+// IPv4-mapped IPv6 clients match IPv4 blocks.
+class Cidr {
+ public:
+  static std::optional<Cidr> parse(std::string_view text);
+  bool contains(const std::string& ip) const;  // false for "" (Unix sockets)
+
+ private:
+  int family_ = 0;
+  unsigned char bytes_[16] = {};
+  int prefix_ = 0;
+};
+bool any_contains(const std::vector<Cidr>& blocks, const std::string& ip);
 
 // "1.2.3.4:5678", "[::1]:143", "unix" for a peer/sockname.
 std::string format_sockaddr(const sockaddr* sa, socklen_t len);

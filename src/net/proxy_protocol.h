@@ -108,6 +108,7 @@ class ProxyParser {
   // the same status and consume nothing.
   ProxyResult feed(std::string_view in);
 
+  // Complete after Done; empty (a default ProxyHeader) after Error.
   const ProxyHeader& header() const { return header_; }
 
  private:

@@ -7,6 +7,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,22 +44,24 @@ class IdentityTest(unittest.TestCase):
         if not os.environ.get("SWITCHYARD_KEEP_TMP"):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def proxy(self, name, extra_listen=""):
+    def proxy(self, name, extra_listen="", extra="", workers=0):
         port = harness.free_port()
-        config = ("workers = 0\nmap_dir = %s\n[log]\ntarget = \"stderr\"\nlevel = \"debug\"\n\n"
+        config = ("workers = %d\nmap_dir = %s\n[log]\ntarget = \"stderr\"\nlevel = \"debug\"\n\n"
                   "[[listen]]\nprotocol = \"imap\"\naddress = \"127.0.0.1:%d\"\n%s\n"
                   "[[map]]\nmodule = \"sqlite\"\noptions = %s\n\n"
                   "[backend.forwarding]\nhost = \"127.0.0.1\"\nimap = %d\n"
                   "forward_client_ip = true\n\n"
                   "[backend.quiet]\nhost = \"127.0.0.1\"\nimap = %d\n"
-                  % (toml_string(harness.map_dir()), port, extra_listen,
-                     toml_string(self.map_path), self.store.imap_port, self.store.imap_port))
+                  % (workers, toml_string(harness.map_dir()), port, extra_listen,
+                     toml_string(self.map_path), self.store.imap_port, self.store.imap_port)
+                  + extra)
         p = Switchyard(None, os.path.join(self.tmp, name), config)
         self.addCleanup(p.stop)
         return p
 
     def test_forwarded_client_address_is_what_dovecot_logs(self):
         p = self.proxy("forward")
+        start = len(self.store.log_text())
         s, f = client_from("127.0.0.5", p.port)
         self.addCleanup(s.close)
         self.assertTrue(f.readline().startswith(b"* OK"))
@@ -71,23 +74,91 @@ class IdentityTest(unittest.TestCase):
         self.assertTrue(lines[-1].startswith(b"a OK"), lines)
         self.assertFalse(any(b"SYID" in l for l in lines), "the proxy's own ID stays hidden")
         m = harness.wait_for_log(self.store.log_path,
-                                 r"Login: user=<fwd>.*rip=(\S+?),", 10)
+                                 r"Login: user=<fwd>.*rip=(\S+?),", 10, start)
         self.assertEqual(m.group(1), "127.0.0.5")
         # The client's ID reached the store, without its attempt to set x-originating-ip.
-        log = harness.wait_for_log(self.store.log_path, r"ID sent: .*TestMUA.*", 10).group(0)
+        log = harness.wait_for_log(self.store.log_path, r"ID sent: .*TestMUA.*", 10,
+                                   start).group(0)
         self.assertNotIn("6.6.6.6", log)
         self.assertIn("x-session-id", log)
 
     def test_without_forwarding_the_store_sees_the_proxy(self):
         p = self.proxy("quiet")
+        start = len(self.store.log_text())
         s, f = client_from("127.0.0.6", p.port)
         self.addCleanup(s.close)
         f.readline()
         f.write(b"a LOGIN plain plain-pw\r\n")
         f.flush()
         self.assertTrue(f.readline().startswith(b"a OK"))
-        m = harness.wait_for_log(self.store.log_path, r"Login: user=<plain>.*rip=(\S+?),", 10)
+        m = harness.wait_for_log(self.store.log_path, r"Login: user=<plain>.*rip=(\S+?),", 10,
+                                 start)
         self.assertEqual(m.group(1), "127.0.0.1")
+
+
+    # -- brute force ------------------------------------------------------------
+
+    def failed_login(self, source, port):
+        s, f = client_from(source, port)
+        try:
+            greeting = f.readline()
+            if not greeting.startswith(b"* OK"):
+                return greeting, 0.0
+            t0 = time.monotonic()
+            f.write(b"a LOGIN fwd wrong-password\r\n")
+            f.flush()
+            return f.readline(), time.monotonic() - t0
+        finally:
+            s.close()
+
+    def test_failed_logins_slow_down_then_block_the_address(self):
+        p = self.proxy("penalty", workers=2, extra=(
+            "[limits]\nauth_failure_delay = \"400ms\"\nauth_failure_delay_max = \"2s\"\n"
+            "auth_failure_block_after = 3\nauth_failure_window = \"1m\"\n"
+            "auth_failure_exempt = []\n"))
+        reply, first = self.failed_login("127.0.0.9", p.port)
+        self.assertTrue(reply.startswith(b"a NO"), reply)
+        reply, second = self.failed_login("127.0.0.9", p.port)
+        self.assertTrue(reply.startswith(b"a NO"), reply)
+        self.assertGreaterEqual(first, 0.4)
+        self.assertGreaterEqual(second, 0.8, "the delay doubles")
+        self.failed_login("127.0.0.9", p.port)
+        # Blocked now, whichever worker takes the connection: the table is shared.
+        for _ in range(3):
+            reply, _ = self.failed_login("127.0.0.9", p.port)
+            self.assertTrue(reply.startswith(b"* BYE Too many failed logins"), reply)
+        # Another address is not affected, and a good login from it still works.
+        s, f = client_from("127.0.0.10", p.port)
+        self.addCleanup(s.close)
+        f.readline()
+        f.write(b"a LOGIN fwd fwd-pw\r\n")
+        f.flush()
+        self.assertTrue(f.readline().startswith(b"a OK"))
+
+    def test_max_connections_per_ip(self):
+        p = self.proxy("connlimit", extra_listen="max_connections_per_ip = 2\n")
+        held = []
+        for _ in range(2):
+            s, f = client_from("127.0.0.11", p.port)
+            self.addCleanup(s.close)
+            self.assertTrue(f.readline().startswith(b"* OK"))
+            held.append(s)
+        s, f = client_from("127.0.0.11", p.port)
+        self.addCleanup(s.close)
+        self.assertTrue(f.readline().startswith(b"* BYE Too many connections"))
+        s2, f2 = client_from("127.0.0.12", p.port)
+        self.addCleanup(s2.close)
+        self.assertTrue(f2.readline().startswith(b"* OK"), "other addresses are not limited")
+        held[0].close()
+        harness.wait_until(lambda: self._greets("127.0.0.11", p.port), 10,
+                           "a freed connection slot")
+
+    def _greets(self, source, port):
+        s, f = client_from(source, port)
+        try:
+            return f.readline().startswith(b"* OK")
+        finally:
+            s.close()
 
 
 if __name__ == "__main__":
