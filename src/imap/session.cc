@@ -21,6 +21,7 @@
 #include "map/lookup_service.h"
 #include "map/username.h"
 #include "net/address.h"
+#include "net/proxy_reader.h"
 #include "net/stream.h"
 #include "net/upstream.h"
 #include "relay/relay.h"
@@ -296,6 +297,21 @@ asio::awaitable<void> ImapSession::account_login(const std::string& result) {
 
 asio::awaitable<void> ImapSession::run() {
   arm_login_deadline();
+  if (listen_.proxy_protocol) {
+    // Only from a trusted load balancer; its header names the real client.
+    if (!any_contains(listen_.trusted_proxies, client_addr_.ip)) {
+      co_await close_with("", "PROXY header expected from an untrusted address");
+      co_return;
+    }
+    std::string why;
+    auto header = co_await read_proxy_header(client_.socket(), &why);
+    if (!header) {
+      co_await close_with("", interrupted_ != Interrupt::None ? "login timeout" : why.c_str());
+      co_return;
+    }
+    if (header->has_addresses())
+      set_client(endpoint_of(header->source), endpoint_of(header->destination));
+  }
   if (const char* refused = admit()) {
     // (Built outside the co_await: g++ 12 destroys temporaries of a ?: inside one twice.)
     std::string bye;

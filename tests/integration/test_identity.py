@@ -4,6 +4,7 @@ friends) seen in a real Dovecot's own log, and the client's own ID fields passed
 
 import os
 import shutil
+import struct
 import socket
 import sys
 import tempfile
@@ -159,6 +160,77 @@ class IdentityTest(unittest.TestCase):
             return f.readline().startswith(b"* OK")
         finally:
             s.close()
+
+
+    # -- PROXY protocol ---------------------------------------------------------
+
+    def proxied(self, trusted='["127.0.0.0/8"]', allow_plaintext=True):
+        listen = "proxy_protocol = true\ntrusted_proxies = %s\n" % trusted
+        if allow_plaintext is not None:
+            listen += "allow_plaintext_auth = %s\n" % ("true" if allow_plaintext else "false")
+        return self.proxy("pp-%d" % harness.free_port(), extra_listen=listen)
+
+    @staticmethod
+    def v2_header(src6, dst6, sport, dport):
+        body = (socket.inet_pton(socket.AF_INET6, src6) + socket.inet_pton(socket.AF_INET6, dst6)
+                + struct.pack("!HH", sport, dport))
+        return (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x21]) + struct.pack("!H", len(body))
+                + body)
+
+    def login_through(self, port, header, user=b"fwd", password=b"fwd-pw"):
+        s = socket.create_connection((HOST, port), timeout=10)
+        self.addCleanup(s.close)
+        f = s.makefile("rwb")
+        # The header and the first command in one packet: the command must survive.
+        s.sendall(header + b"a LOGIN " + user + b" " + password + b"\r\n")
+        greeting = f.readline()
+        return greeting, f.readline()
+
+    def test_proxy_v1_from_trusted_address_carries_the_client(self):
+        p = self.proxied()
+        start = len(self.store.log_text())
+        greeting, reply = self.login_through(
+            p.port, b"PROXY TCP4 192.0.2.7 127.0.0.1 40001 143\r\n")
+        self.assertTrue(greeting.startswith(b"* OK"), greeting)
+        self.assertTrue(reply.startswith(b"a OK"), reply)
+        m = harness.wait_for_log(self.store.log_path, r"Login: user=<fwd>.*rip=(\S+?),", 10, start)
+        self.assertEqual(m.group(1), "192.0.2.7")
+        harness.wait_for_log(p.log_path, r"imap login ok: .*client=192\.0\.2\.7:40001", 10)
+
+    def test_proxy_v2_ipv6_client(self):
+        p = self.proxied()
+        start = len(self.store.log_text())
+        greeting, reply = self.login_through(
+            p.port, self.v2_header("2001:db8::7", "2001:db8::1", 40002, 143))
+        self.assertTrue(reply.startswith(b"a OK"), reply)
+        m = harness.wait_for_log(self.store.log_path, r"Login: user=<fwd>.*rip=(\S+?),", 10, start)
+        self.assertEqual(m.group(1), "2001:db8::7")
+
+    def test_proxied_remote_client_gets_logindisabled_without_tls(self):
+        p = self.proxied(allow_plaintext=None)
+        greeting, reply = self.login_through(
+            p.port, b"PROXY TCP4 192.0.2.8 127.0.0.1 40003 143\r\n")
+        self.assertIn(b"LOGINDISABLED", greeting)
+        self.assertTrue(reply.startswith(b"a NO [PRIVACYREQUIRED]"), reply)
+        # The same through a v2 LOCAL header (a health check) keeps the loopback address.
+        local = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00]) + b"\x00\x00"
+        greeting, reply = self.login_through(p.port, local)
+        self.assertIn(b"AUTH=PLAIN", greeting)
+        self.assertTrue(reply.startswith(b"a OK"), reply)
+
+    def test_proxy_header_from_untrusted_address_is_refused(self):
+        p = self.proxied(trusted='["10.0.0.0/8"]')
+        greeting, _ = self.login_through(p.port, b"PROXY TCP4 192.0.2.9 127.0.0.1 1 143\r\n")
+        self.assertEqual(greeting, b"", "closed without a greeting")
+        harness.wait_for_log(p.log_path, r"untrusted address", 10)
+
+    def test_malformed_proxy_header_is_refused(self):
+        p = self.proxied()
+        for bad in (b"PROXY TCP4 999.0.2.9 127.0.0.1 1 143\r\n", b"a LOGIN x y\r\n",
+                    b"PROXY TCP4 192.0.2.9 127.0.0.1 1 143\n"):
+            greeting, _ = self.login_through(p.port, bad)
+            self.assertEqual(greeting, b"", bad)
+        harness.wait_for_log(p.log_path, r"bad PROXY header", 10)
 
 
 if __name__ == "__main__":

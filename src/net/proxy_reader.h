@@ -1,0 +1,25 @@
+// Reading a HAProxy PROXY header off a fresh connection without taking a byte more than
+// the header: the bytes are peeked, parsed, and only the header's are consumed, so what
+// follows (an IMAP command or a TLS ClientHello) is still in the socket for the session.
+#ifndef SWITCHYARD_NET_PROXY_READER_H
+#define SWITCHYARD_NET_PROXY_READER_H
+
+#include <optional>
+#include <string>
+
+#include "master/runtime.h"
+#include "net/address.h"
+#include "net/proxy_protocol.h"
+
+namespace sy {
+
+// Reads the header (bounded by the caller's deadline, which cancels the socket). On
+// success returns it; otherwise nullopt and *why.
+asio::awaitable<std::optional<ProxyHeader>> read_proxy_header(Socket& sock, std::string* why);
+
+// The client and local endpoints a header stands for.
+Endpoint endpoint_of(const ProxyEndpoint& e);
+
+}  // namespace sy
+
+#endif
