@@ -1,0 +1,366 @@
+// Shared front-end session machinery (see session.h).
+#include "proxy/session.h"
+
+#include <unistd.h>
+
+#include <chrono>
+
+#include "core/sasl.h"
+#include "log/log.h"
+#include "map/lookup_service.h"
+#include "map/username.h"
+#include "net/proxy_reader.h"
+#include "net/upstream.h"
+#include "relay/relay.h"
+
+namespace sy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kReadChunk = 4096;
+constexpr std::size_t kMaxUpstreamLine = 65536;
+
+}  // namespace
+
+const char* phase_name(Phase p) {
+  static const char* names[] = {"pre-login", "lookup", "upstream-connect", "upstream-login",
+                                "relay", "done"};
+  return names[static_cast<int>(p)];
+}
+
+const char* outcome_name(LoginOutcome o) {
+  static const char* names[] = {"ok", "failed", "unknown-user", "tempfail", "hold",
+                                "unavailable"};
+  return names[static_cast<int>(o)];
+}
+
+bool iequals_prefix(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    char a = s[i];
+    if (a >= 'a' && a <= 'z') a = static_cast<char>(a - 'a' + 'A');
+    if (a != prefix[i]) return false;
+  }
+  return true;
+}
+
+ProxySession::ProxySession(Runtime& rt, Socket client, const ListenConfig& listen,
+                           std::shared_ptr<TlsContext> tls, const char* protocol)
+    : rt_(rt),
+      limits_(rt.config.limits),
+      listen_(listen),
+      tls_(std::move(tls)),
+      client_(std::move(client)),
+      upstream_(rt.io),
+      id_(rt.next_session_id++),
+      protocol_(protocol),
+      deadline_(rt.io) {
+  set_client(peer_endpoint(client_.socket().native_handle()),
+             local_endpoint(client_.socket().native_handle()));
+}
+
+ProxySession::~ProxySession() {
+  if (conn_slot_) conn_slot_->connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ProxySession::start() {
+  rt_.session_started();
+  rt_.prelogin[id_] = this;
+  auto self = shared_from_this();
+  asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) {
+    self->rt_.prelogin.erase(self->id_);
+    self->rt_.session_ended();
+  });
+}
+
+void ProxySession::set_client(Endpoint remote, Endpoint local) {
+  client_addr_ = std::move(remote);
+  local_addr_ = std::move(local);
+  peer_ = client_addr_.str();
+  plaintext_listener_ok_ = listen_.allow_plaintext_auth.value_or(client_addr_.loopback);
+}
+
+std::string ProxySession::session_tag() const {
+  return "sy" + std::to_string(::getpid()) + "-" + std::to_string(id_);
+}
+
+void ProxySession::arm_login_deadline() {
+  deadline_.expires_after(limits_.login_timeout);
+  std::weak_ptr<ProxySession> weak = shared_from_this();
+  deadline_.async_wait([weak, done = deadline_done_](const std::error_code& ec) {
+    if (ec || *done) return;
+    if (auto self = weak.lock()) self->interrupt(Interrupt::LoginTimeout);
+  });
+}
+
+void ProxySession::interrupt(Interrupt why) {
+  if (interrupted_ != Interrupt::None || phase_ == Phase::Relay || phase_ == Phase::Done) return;
+  interrupted_ = why;
+  client_.cancel();
+  upstream_.close();
+}
+
+asio::awaitable<void> ProxySession::close_interrupted() {
+  if (interrupted_ == Interrupt::Shutdown)
+    co_await close_with(goodbye("Server shutting down"), "shutdown");
+  else
+    co_await close_with(goodbye("Autologout; too long before login"), "login timeout");
+}
+
+const char* ProxySession::admit() {
+  const LimitsConfig& lim = rt_.config.limits;
+  if (!rt_.clients || client_addr_.ip.empty()) return nullptr;
+  if (!any_contains(lim.auth_failure_exempt, client_addr_.ip)) {
+    penalty_slot_ = &rt_.clients->slot(0, client_addr_.ip);
+    if (rt_.penalty.blocked(*penalty_slot_, steady_now_ms()))
+      return "Too many failed logins from your address, try again later";
+  }
+  if (listen_.max_connections_per_ip > 0) {
+    conn_slot_ = &rt_.clients->slot(static_cast<std::uint32_t>(listen_.line), client_addr_.ip);
+    auto n = conn_slot_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (n > static_cast<std::uint32_t>(listen_.max_connections_per_ip))
+      return "Too many connections from your address";
+  }
+  return nullptr;
+}
+
+// Failed logins from an address slow its next answers down and may block it; a success
+// clears the count.
+asio::awaitable<void> ProxySession::account_login(LoginOutcome outcome) {
+  if (!penalty_slot_) co_return;
+  if (outcome == LoginOutcome::Ok) {
+    PenaltyPolicy::record_success(*penalty_slot_);
+    co_return;
+  }
+  if (outcome != LoginOutcome::Failed && outcome != LoginOutcome::UnknownUser) co_return;
+  auto delay = rt_.penalty.record_failure(*penalty_slot_, steady_now_ms());
+  if (delay.count() <= 0) co_return;
+  asio::steady_timer t(rt_.io, delay);
+  std::error_code ignored;
+  co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+}
+
+asio::awaitable<bool> ProxySession::send(const std::string& s) {
+  std::error_code ec;
+  co_await client_.write_all(asio::buffer(s), ec);
+  co_return !ec;
+}
+
+asio::awaitable<bool> ProxySession::read_client() {
+  std::size_t old = inbuf_.size();
+  inbuf_.resize(old + kReadChunk);
+  std::error_code ec;
+  std::size_t n = co_await client_.read_some(asio::buffer(inbuf_.data() + old, kReadChunk), ec);
+  inbuf_.resize(old + n);
+  co_return !ec && n > 0;
+}
+
+asio::awaitable<bool> ProxySession::read_upstream_line(std::string* line) {
+  for (;;) {
+    auto eol = upbuf_.find("\r\n");
+    if (eol != std::string::npos) {
+      line->assign(upbuf_, 0, eol);
+      upbuf_.erase(0, eol + 2);
+      co_return true;
+    }
+    if (upbuf_.size() > kMaxUpstreamLine) co_return false;
+    std::size_t old = upbuf_.size();
+    upbuf_.resize(old + kReadChunk);
+    std::error_code ec;
+    std::size_t n = co_await upstream_.read_some(asio::buffer(upbuf_.data() + old, kReadChunk), ec);
+    upbuf_.resize(old + n);
+    if (ec || n == 0) co_return false;
+  }
+}
+
+asio::awaitable<bool> ProxySession::send_upstream(const std::string& s, std::string* why) {
+  std::error_code ec;
+  co_await upstream_.write_all(asio::buffer(s), ec);
+  if (ec) *why = ec.message();
+  co_return !ec;
+}
+
+asio::awaitable<void> ProxySession::close_with(const std::string& bye, const char* reason) {
+  if (!bye.empty()) co_await send(bye);
+  LOG_INFO("%s session %llu closed: client=%s user=\"%s\" phase=%s reason=%s", protocol_,
+           static_cast<unsigned long long>(id_), peer_.c_str(), log_quote(user_).c_str(),
+           phase_name(phase_), reason);
+  std::error_code ignored;
+  client_.socket().shutdown(Socket::shutdown_both, ignored);
+  client_.close();
+  upstream_.close();
+  phase_ = Phase::Done;
+}
+
+const char* ProxySession::failure_reason(const std::string& why) const {
+  return interrupted_ != Interrupt::None ? "login timeout" : why.c_str();
+}
+
+asio::awaitable<bool> ProxySession::accept_starttls() {
+  inbuf_.clear();
+  std::string why;
+  bool secured = co_await client_.accept_tls(*tls_, &why);
+  if (secured) co_return true;
+  co_await close_with("", failure_reason(why));
+  co_return false;
+}
+
+asio::awaitable<bool> ProxySession::store_tls_handshake(const Target& t, const std::string& host,
+                                                        const std::string& server,
+                                                        std::string* why) {
+  if (!upbuf_.empty()) {
+    *why = server + ": store sent data after its STARTTLS answer";
+    co_return false;
+  }
+  bool secured = co_await upstream_.connect_tls(*rt_.store_tls, host, t.tls_verify, why);
+  if (!secured) *why = server + ": " + *why;
+  co_return secured;
+}
+
+asio::awaitable<void> ProxySession::run() {
+  arm_login_deadline();
+  if (listen_.proxy_protocol) {
+    // Only from a trusted load balancer; its header names the real client.
+    if (!any_contains(listen_.trusted_proxies, client_addr_.ip)) {
+      co_await close_with("", "PROXY header expected from an untrusted address");
+      co_return;
+    }
+    std::string why;
+    auto header = co_await read_proxy_header(client_.socket(), &why);
+    if (!header) {
+      co_await close_with("", failure_reason(why));
+      co_return;
+    }
+    if (header->has_addresses())
+      set_client(endpoint_of(header->source), endpoint_of(header->destination));
+  }
+  if (const char* refused = admit()) {
+    // (Built outside the co_await: g++ 12 destroys temporaries of a ?: inside one twice.)
+    std::string bye;
+    if (!listen_.implicit_tls()) bye = goodbye(refused);
+    co_await close_with(bye, refused);
+    co_return;
+  }
+  if (listen_.implicit_tls()) {
+    std::string why;
+    bool secured = co_await client_.accept_tls(*tls_, &why);
+    if (!secured) {
+      co_await close_with("", failure_reason(why));
+      co_return;
+    }
+  }
+  Next next = co_await converse();
+  if (next != Next::Relay) {
+    if (phase_ != Phase::Done) co_await close_with("", "client closed");
+    co_return;
+  }
+  co_await relay_phase();
+}
+
+// Logged in: pass on what either side already sent, then relay until one side closes.
+asio::awaitable<void> ProxySession::relay_phase() {
+  rt_.prelogin.erase(id_);
+  *deadline_done_ = true;
+  deadline_.cancel();
+  phase_ = Phase::Relay;
+  std::error_code ec;
+  if (!inbuf_.empty()) co_await upstream_.write_all(asio::buffer(inbuf_), ec);
+  if (!ec && !upbuf_.empty()) co_await client_.write_all(asio::buffer(upbuf_), ec);
+  std::string().swap(inbuf_);
+  std::string().swap(upbuf_);
+  RelayResult r;
+  if (!ec) r = co_await relay(rt_, client_, upstream_, limits_.idle_timeout);
+  LOG_INFO("%s session %llu closed: client=%s user=\"%s\" phase=relay reason=%s in=%llu "
+           "out=%llu",
+           protocol_, static_cast<unsigned long long>(id_), peer_.c_str(),
+           log_quote(user_).c_str(), ec ? "write error" : r.ended_by,
+           static_cast<unsigned long long>(r.client_to_store),
+           static_cast<unsigned long long>(r.store_to_client));
+  client_.close();
+  upstream_.close();
+  phase_ = Phase::Done;
+}
+
+asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string password,
+                                                  std::string* reply) {
+  auto started = Clock::now();
+  ++login_attempts_;
+  user_ = user;
+  const Config& cfg = rt_.config;
+  std::string key = map_key(cfg.username, user);
+  phase_ = Phase::Lookup;
+  ChainReply found = co_await rt_.lookups.lookup(key);
+  std::string why;
+  std::string store_user;
+  std::string server;
+  Target target;
+  LoginOutcome outcome = LoginOutcome::Unavailable;
+  if (interrupted_ != Interrupt::None) {
+    wipe(password);
+    co_return outcome;  // the caller sees interrupted_ and says goodbye
+  }
+  // (if/else rather than a switch: g++ 12 mislays coroutine locals around a switch
+  // whose cases co_await.)
+  const LookupStatus status = found.reply.status;
+  if (status == LookupStatus::NotFound) {
+    outcome = LoginOutcome::UnknownUser;
+  } else if (status == LookupStatus::TempFail) {
+    outcome = LoginOutcome::TempFail;
+    why = found.reply.detail;
+  } else if (status == LookupStatus::Hold) {
+    outcome = LoginOutcome::Hold;
+  } else {
+    store_user = ::sy::store_login(cfg.username, key, found.reply.answer);
+    target = resolve_target(cfg, found.reply.answer,
+                            std::string_view(protocol_) == "pop3" ? Service::Pop3 : Service::Imap);
+    outcome = co_await reach_store(target, store_user, password, reply, &server, &why);
+  }
+  wipe(password);
+  auto ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+  const char* result = outcome_name(outcome);
+  LOG_INFO("%s login %s: session=%llu client=%s user=\"%s\" key=\"%s\" store_user=\"%s\" "
+           "backend=%s server=%s map=%s result=%s time=%.1fms%s%s%s%s",
+           protocol_, outcome == LoginOutcome::Ok ? "ok" : "failed",
+           static_cast<unsigned long long>(id_), peer_.c_str(), log_quote(user).c_str(),
+           log_quote(key).c_str(), log_quote(store_user).c_str(),
+           target.backend.empty() ? "-" : target.backend.c_str(),
+           server.empty() ? "-" : server.c_str(),
+           found.map_name.empty() ? "-" : found.map_name.c_str(), result, ms,
+           why.empty() ? "" : " reason=\"", log_quote(why).c_str(), why.empty() ? "" : "\"",
+           client_id_.empty() ? "" : (" id=\"" + log_quote(client_id_) + "\"").c_str());
+  co_await account_login(outcome);
+  co_return outcome;
+}
+
+asio::awaitable<LoginOutcome> ProxySession::reach_store(const Target& target,
+                                                        const std::string& store_user,
+                                                        const std::string& password,
+                                                        std::string* reply, std::string* server,
+                                                        std::string* why) {
+  phase_ = Phase::UpstreamConnect;
+  std::string host;
+  bool connected = co_await connect_target(upstream_.socket(), target, server, &host, why);
+  if (!connected) co_return LoginOutcome::Unavailable;
+  phase_ = Phase::UpstreamLogin;
+  if (target.tls == "implicit") {
+    bool secured = co_await upstream_.connect_tls(*rt_.store_tls, host, target.tls_verify, why);
+    if (!secured) {
+      *why = *server + ": " + *why;
+      co_return LoginOutcome::Unavailable;
+    }
+  }
+  LoginOutcome outcome =
+      co_await store_login(target, host, *server, store_user, password, reply, why);
+  co_return outcome;
+}
+
+asio::awaitable<Next> ProxySession::after_failed_login() {
+  upstream_.reset();
+  upbuf_.clear();
+  phase_ = Phase::PreLogin;
+  if (login_attempts_ < limits_.max_login_attempts) co_return Next::Continue;
+  co_await close_with(goodbye("Too many login failures"), "too many login attempts");
+  co_return Next::Close;
+}
+
+}  // namespace sy

@@ -1,0 +1,140 @@
+// What every front-end session (IMAP, POP3) shares: the client and store streams, the
+// login deadline, the PROXY header and per-address admission, implicit TLS, the lookup
+// and back-end resolution, the failed-login penalty, the one log line per login, and the
+// relay once logged in. A protocol supplies its dialogue through the virtual hooks.
+//
+// A session owns both streams and keeps itself alive (shared_ptr) until its coroutine
+// ends; the worker's Runtime outlives every session.
+#ifndef SWITCHYARD_PROXY_SESSION_H
+#define SWITCHYARD_PROXY_SESSION_H
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "config/config.h"
+#include "core/client_table.h"
+#include "master/runtime.h"
+#include "net/address.h"
+#include "net/stream.h"
+#include "net/target.h"
+#include "tls/tls.h"
+
+namespace sy {
+
+enum class Phase { PreLogin, Lookup, UpstreamConnect, UpstreamLogin, Relay, Done };
+const char* phase_name(Phase p);
+
+// Why the pre-login dialogue was cut short.
+enum class Interrupt { None, LoginTimeout, Shutdown };
+
+enum class LoginOutcome {
+  Ok,           // the store accepted: relay
+  Failed,       // the store refused the credentials
+  UnknownUser,  // no map knows the user (and no fallback)
+  TempFail,     // a map failed: try later
+  Hold,         // the user is being moved: try later
+  Unavailable,  // no store reachable, or it misbehaved: try later
+};
+const char* outcome_name(LoginOutcome o);  // "ok", "failed", "unknown-user", ...
+
+// What the pre-login loop decides after each command.
+enum class Next { Continue, Close, Relay };
+
+// Case-insensitive ASCII prefix test: `prefix` must be upper case.
+bool iequals_prefix(std::string_view s, std::string_view prefix);
+
+class ProxySession : public std::enable_shared_from_this<ProxySession>, public PreLoginSession {
+ public:
+  ProxySession(Runtime& rt, Socket client, const ListenConfig& listen,
+               std::shared_ptr<TlsContext> tls, const char* protocol);
+  virtual ~ProxySession();
+  void start();
+  void shut_down() override { interrupt(Interrupt::Shutdown); }
+
+ protected:
+  // --- the protocol's part -------------------------------------------------------
+  // Greets and serves the pre-login commands until logged in (return Next::Relay) or
+  // closed (Next::Close, after close_with()).
+  virtual asio::awaitable<Next> converse() = 0;
+  // A goodbye line in the protocol's words: "* BYE text" / "-ERR text", CRLF included.
+  virtual std::string goodbye(const std::string& text) const = 0;
+  // Connected to the store (upstream_, TLS done if implicit): log in as `user`. For Ok and
+  // Failed, *reply is what the store said, to pass on to the client as it is.
+  virtual asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
+                                                    const std::string& server,
+                                                    const std::string& user,
+                                                    const std::string& password,
+                                                    std::string* reply, std::string* why) = 0;
+
+  // --- shared steps ------------------------------------------------------------
+  // Looks `user` up, connects and logs in to the store, logs the attempt, applies the
+  // failed-login penalty. The password is wiped. For Ok/Failed *reply is the store's.
+  asio::awaitable<LoginOutcome> login(std::string user, std::string password, std::string* reply);
+  // After a login that was not Ok: forget the store; close (with `bye`) once the client
+  // used up its attempts. Returns Next::Continue or Next::Close.
+  asio::awaitable<Next> after_failed_login();
+
+  asio::awaitable<bool> send(const std::string& s);
+  asio::awaitable<bool> read_client();                  // appends to inbuf_
+  asio::awaitable<bool> read_upstream_line(std::string* line);
+  asio::awaitable<bool> send_upstream(const std::string& s, std::string* why);
+  asio::awaitable<void> close_with(const std::string& bye, const char* reason);
+  asio::awaitable<void> close_interrupted();
+  // STARTTLS/STLS was answered: drop whatever the client pipelined in plaintext (the
+  // command-injection class of bug) and handshake. False: the session is closed.
+  asio::awaitable<bool> accept_starttls();
+  // TLS to the store after a STARTTLS/STLS the store accepted; refuses when the store
+  // sent bytes after its OK (they would be plaintext injected into the TLS session).
+  asio::awaitable<bool> store_tls_handshake(const Target& t, const std::string& host,
+                                            const std::string& server, std::string* why);
+
+  bool plaintext_ok() const { return plaintext_listener_ok_ || client_.is_tls(); }
+  bool starttls_offered() const { return tls_ && !client_.is_tls(); }
+  std::string session_tag() const;  // "sy<pid>-<id>", for x-session-id and the like
+
+  Runtime& rt_;
+  const LimitsConfig& limits_;
+  const ListenConfig& listen_;
+  std::shared_ptr<TlsContext> tls_;
+  Stream client_;
+  Stream upstream_;
+  std::string inbuf_;  // client bytes not yet parsed
+  std::string upbuf_;  // store bytes not yet consumed
+  std::uint64_t id_;
+  const char* protocol_;  // "imap", "pop3": for the logs
+  std::string peer_;      // client_addr_ as text
+  Endpoint client_addr_;  // from the socket, or from a PROXY header
+  Endpoint local_addr_;
+  std::string client_id_;  // what the client said about itself (IMAP ID), for the log
+  std::string user_;       // login name as given
+  Phase phase_ = Phase::PreLogin;
+  Interrupt interrupted_ = Interrupt::None;
+  int bad_commands_ = 0;
+  int login_attempts_ = 0;
+
+ private:
+  asio::awaitable<void> run();
+  asio::awaitable<void> relay_phase();
+  void arm_login_deadline();
+  void interrupt(Interrupt why);
+  void set_client(Endpoint remote, Endpoint local);
+  const char* admit();  // nullptr, or why this client is turned away
+  asio::awaitable<void> account_login(LoginOutcome outcome);
+  // Connect (fail-over, implicit TLS) and hand over to store_login().
+  asio::awaitable<LoginOutcome> reach_store(const Target& target, const std::string& store_user,
+                                            const std::string& password, std::string* reply,
+                                            std::string* server, std::string* why);
+  const char* failure_reason(const std::string& why) const;  // for a failed handshake
+
+  asio::steady_timer deadline_;
+  std::shared_ptr<bool> deadline_done_ = std::make_shared<bool>(false);
+  bool plaintext_listener_ok_ = false;
+  ClientSlot* penalty_slot_ = nullptr;  // failed logins from this address (null: exempt)
+  ClientSlot* conn_slot_ = nullptr;     // counted against max_connections_per_ip
+};
+
+}  // namespace sy
+
+#endif
