@@ -196,7 +196,8 @@ bool check(Reader& r, Config* c) {
     if (!parse_socket_address(l.address, &why))
       return r.fail(l.line, "bad address '" + l.address + "': " + why);
     if (l.implicit_tls() && (l.tls_cert.empty() ? c->tls.cert : l.tls_cert).empty())
-      return r.fail(l.line, "protocol \"imaps\" needs a certificate: set [tls] cert and key");
+      return r.fail(l.line, "protocol \"" + l.protocol +
+                                "\" needs a certificate: set [tls] cert and key");
     if (l.tls_cert.empty() != l.tls_key.empty())
       return r.fail(l.line, "tls_cert and tls_key go together");
     if (l.proxy_protocol && l.trusted_proxies.empty())
@@ -237,7 +238,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
     ListenConfig l;
     l.line = static_cast<int>(t.source().begin.line);
     if (!r.walk(t, "listen",
-                {{"protocol", r.str(&l.protocol, {"imap", "imaps"})},
+                {{"protocol", r.str(&l.protocol, {"imap", "imaps", "pop3", "pop3s"})},
                  {"address", r.str(&l.address)},
                  {"allow_plaintext_auth", r.opt_boolean(&l.allow_plaintext_auth)},
                  {"tls_cert", r.str(&l.tls_cert)},

@@ -18,7 +18,7 @@
 namespace sy {
 
 struct ListenConfig {
-  std::string protocol;                       // "imap" (STARTTLS) or "imaps" (implicit TLS)
+  std::string protocol;                       // imap, imaps, pop3, pop3s
   std::string address;                        // "127.0.0.1:1143", "[::1]:1143", "unix:/path"
   std::optional<bool> allow_plaintext_auth;   // unset: loopback clients or after TLS only
   std::string tls_cert;                       // overrides [tls] cert/key for this listener
@@ -28,7 +28,7 @@ struct ListenConfig {
   std::vector<Cidr> trusted_proxies;          // who may send one
   int line = 0;
 
-  bool implicit_tls() const { return protocol == "imaps"; }
+  bool implicit_tls() const { return protocol == "imaps" || protocol == "pop3s"; }
 };
 
 struct TlsConfig {

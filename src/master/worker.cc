@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "imap/session.h"
+#include "pop3/session.h"
 #include "log/log.h"
 #include "map/chain.h"
 #include "map/lookup_service.h"
@@ -46,7 +47,10 @@ asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundLi
       int one = 1;
       ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    start_imap_session(rt, std::move(s), listen, l.tls);
+    if (listen.protocol == "pop3" || listen.protocol == "pop3s")
+      start_pop3_session(rt, std::move(s), listen, l.tls);
+    else
+      start_imap_session(rt, std::move(s), listen, l.tls);
   }
 }
 

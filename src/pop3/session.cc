@@ -1,0 +1,274 @@
+// POP3 front end (see session.h). Protocol-neutral steps are ProxySession's.
+//
+// g++ 12 note (as in imap/session.cc): awaited values are named before they are tested,
+// and no switch case contains a co_await.
+#include <config.h>
+
+#include "pop3/session.h"
+
+#include "core/sasl.h"
+#include "pop3/parser.h"
+#include "proxy/session.h"
+
+namespace sy {
+namespace {
+
+bool has_line_break(const std::string& s) {
+  return s.find_first_of(std::string("\r\n\0", 3)) != std::string::npos;
+}
+
+class Pop3Session final : public ProxySession {
+ public:
+  Pop3Session(Runtime& rt, Socket client, const ListenConfig& listen,
+              std::shared_ptr<TlsContext> tls)
+      : ProxySession(rt, std::move(client), listen, std::move(tls), "pop3") {
+    new_parser();
+  }
+
+ private:
+  asio::awaitable<Next> converse() override;
+  std::string goodbye(const std::string& text) const override { return "-ERR " + text + "\r\n"; }
+  asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
+                                            const std::string& server, const std::string& user,
+                                            const std::string& password, std::string* reply,
+                                            std::string* why) override;
+
+  asio::awaitable<Next> handle(pop3::Command cmd);
+  asio::awaitable<Next> auth(pop3::Command& cmd);
+  asio::awaitable<Next> login_command(std::string user, std::string password);
+  asio::awaitable<Next> reply(const std::string& text) {
+    bool sent = co_await send(text);
+    co_return sent ? Next::Continue : Next::Close;
+  }
+  asio::awaitable<Next> bad(const std::string& text) {
+    ++bad_commands_;
+    co_return co_await reply(text);
+  }
+  std::string capabilities() const;
+  void new_parser() {
+    parser_ = std::make_unique<pop3::CommandParser>(pop3::Limits{limits_.max_line_length, 4});
+  }
+
+  std::unique_ptr<pop3::CommandParser> parser_;
+  std::string pending_user_;  // from USER, waiting for PASS
+};
+
+std::string Pop3Session::capabilities() const {
+  std::string caps = "+OK Capability list follows\r\n";
+  if (plaintext_ok()) caps += "USER\r\nSASL PLAIN\r\n";
+  if (starttls_offered()) caps += "STLS\r\n";
+  caps += "RESP-CODES\r\nAUTH-RESP-CODE\r\nIMPLEMENTATION Switchyard\r\n.\r\n";
+  return caps;
+}
+
+asio::awaitable<Next> Pop3Session::converse() {
+  bool greeted = co_await send("+OK Switchyard ready.\r\n");
+  if (!greeted) co_return Next::Close;
+  for (;;) {
+    std::size_t consumed = 0;
+    pop3::Event ev = parser_->feed(inbuf_, &consumed);
+    inbuf_.erase(0, consumed);
+    Next next = Next::Continue;
+    if (ev == pop3::Event::NeedMore) {
+      bool more = co_await read_client();
+      if (!more) {
+        if (interrupted_ != Interrupt::None) co_await close_interrupted();
+        co_return Next::Close;
+      }
+      continue;
+    } else if (ev == pop3::Event::Error) {
+      const char* what = pop3::error_name(parser_->error());
+      if (parser_->fatal()) {
+        co_await close_with(goodbye(what), what);
+        co_return Next::Close;
+      }
+      next = co_await bad(std::string("-ERR ") + what + "\r\n");
+    } else if (ev == pop3::Event::Command) {
+      next = co_await handle(parser_->take_command());
+    }  // Event::Line only comes inside auth()
+    if (interrupted_ != Interrupt::None) {
+      co_await close_interrupted();
+      co_return Next::Close;
+    }
+    if (next != Next::Continue) {
+      if (next == Next::Relay) parser_.reset();
+      co_return next;
+    }
+    if (bad_commands_ >= limits_.max_bad_commands) {
+      co_await close_with(goodbye("Too many invalid commands."), "too many bad commands");
+      co_return Next::Close;
+    }
+  }
+}
+
+asio::awaitable<Next> Pop3Session::handle(pop3::Command cmd) {
+  const std::string& name = cmd.name;
+  if (name == "CAPA") co_return co_await reply(capabilities());
+  if (name == "NOOP") co_return co_await reply("+OK\r\n");
+  if (name == "QUIT") {
+    co_await send("+OK Logging out.\r\n");
+    co_await close_with("", "quit");
+    co_return Next::Close;
+  }
+  if (name == "STLS") {
+    if (!starttls_offered()) co_return co_await bad("-ERR STLS is not available here.\r\n");
+    bool answered = co_await send("+OK Begin TLS negotiation now.\r\n");
+    if (!answered) co_return Next::Close;
+    new_parser();  // nothing said before TLS carries over
+    pending_user_.clear();
+    bool secured = co_await accept_starttls();
+    co_return secured ? Next::Continue : Next::Close;
+  }
+  const bool wants_plaintext = name == "USER" || name == "PASS" || name == "AUTH";
+  if (wants_plaintext && !plaintext_ok() && !(name == "AUTH" && cmd.args.empty()))
+    co_return co_await reply("-ERR [AUTH] Plaintext authentication disallowed on non-secure "
+                             "(SSL/TLS) connections.\r\n");
+  if (name == "USER") {
+    if (cmd.args.size() != 1 || cmd.args[0].empty())
+      co_return co_await bad("-ERR USER expects a user name.\r\n");
+    pending_user_ = cmd.args[0];
+    co_return co_await reply("+OK\r\n");
+  }
+  if (name == "PASS") {
+    if (pending_user_.empty()) co_return co_await bad("-ERR No user name given.\r\n");
+    std::string password = cmd.args.empty() ? std::string() : std::move(cmd.args[0]);
+    co_return co_await login_command(std::move(pending_user_), std::move(password));
+  }
+  if (name == "AUTH") co_return co_await auth(cmd);
+  if (name == "APOP") co_return co_await bad("-ERR APOP is not supported.\r\n");
+  co_return co_await bad("-ERR Unknown command or not allowed before login.\r\n");
+}
+
+asio::awaitable<Next> Pop3Session::auth(pop3::Command& cmd) {
+  if (cmd.args.empty()) co_return co_await reply("+OK\r\nPLAIN\r\n.\r\n");  // RFC 1734 listing
+  if (!iequals_prefix(cmd.args[0], "PLAIN") || cmd.args[0].size() != 5)
+    co_return co_await reply("-ERR Unsupported authentication mechanism.\r\n");
+  if (cmd.args.size() > 2) co_return co_await bad("-ERR AUTH expects a mechanism.\r\n");
+  std::string response;
+  if (cmd.args.size() == 2) {
+    response = std::move(cmd.args[1]);  // initial response (RFC 5034)
+  } else {
+    bool asked = co_await send("+ \r\n");
+    if (!asked) co_return Next::Close;
+    parser_->expect_line();
+    for (;;) {
+      std::size_t consumed = 0;
+      pop3::Event ev = parser_->feed(inbuf_, &consumed);
+      inbuf_.erase(0, consumed);
+      if (ev == pop3::Event::Line) {
+        response = parser_->line();
+        break;
+      }
+      if (ev == pop3::Event::Error) {
+        const char* what = pop3::error_name(parser_->error());
+        co_await close_with(goodbye(what), what);
+        co_return Next::Close;
+      }
+      bool more = co_await read_client();
+      if (!more) co_return Next::Close;
+    }
+  }
+  if (response == "*") co_return co_await reply("-ERR Authentication cancelled.\r\n");
+  auto creds = decode_sasl_plain(response);
+  wipe(response);
+  if (!creds) co_return co_await bad("-ERR Invalid SASL PLAIN response.\r\n");
+  if (!creds->authzid.empty() && creds->authzid != creds->authcid) {
+    wipe(creds->password);
+    co_return co_await reply("-ERR [AUTH] Authorization identity not supported.\r\n");
+  }
+  co_return co_await login_command(std::move(creds->authcid), std::move(creds->password));
+}
+
+asio::awaitable<Next> Pop3Session::login_command(std::string user, std::string password) {
+  std::string store_reply;
+  LoginOutcome outcome = co_await login(std::move(user), std::move(password), &store_reply);
+  if (interrupted_ != Interrupt::None) co_return Next::Continue;  // converse() says goodbye
+  std::string text;
+  if (outcome == LoginOutcome::Ok || outcome == LoginOutcome::Failed)
+    text = store_reply;
+  else if (outcome == LoginOutcome::UnknownUser)
+    text = "-ERR [AUTH] Authentication failed.\r\n";
+  else if (outcome == LoginOutcome::Hold)
+    text = "-ERR [SYS/TEMP] Mailbox is being moved, please try again later.\r\n";
+  else
+    text = "-ERR [SYS/TEMP] Temporary failure, please try again later.\r\n";
+  bool sent = co_await send(text);
+  if (!sent) co_return Next::Close;
+  if (outcome == LoginOutcome::Ok) co_return Next::Relay;
+  co_return co_await after_failed_login();
+}
+
+asio::awaitable<LoginOutcome> Pop3Session::store_login(const Target& t, const std::string& host,
+                                                       const std::string& server,
+                                                       const std::string& user,
+                                                       const std::string& password,
+                                                       std::string* reply, std::string* why) {
+  std::string line;
+  bool greeted = co_await read_upstream_line(&line);
+  if (!greeted || line.rfind("+OK", 0) != 0) {
+    *why = server + (greeted ? ": unexpected greeting \"" + line + "\"" : ": no greeting");
+    co_return LoginOutcome::Unavailable;
+  }
+  // Dovecot announces XCLIENT in its greeting's response code, to trusted networks only.
+  const bool xclient = line.find("[XCLIENT]") != std::string::npos;
+  if (t.tls == "starttls") {
+    static const std::string kStls = "STLS\r\n";
+    bool sent = co_await send_upstream(kStls, why);
+    bool answered = false;
+    if (sent) answered = co_await read_upstream_line(&line);
+    if (!answered || line.rfind("+OK", 0) != 0) {
+      *why = server + ": STLS refused" + (answered ? ": " + line : std::string());
+      co_return LoginOutcome::Unavailable;
+    }
+    bool secured = co_await store_tls_handshake(t, host, server, why);
+    if (!secured) co_return LoginOutcome::Unavailable;
+  }
+  if (has_line_break(user) || has_line_break(password)) {
+    *why = "user name or password with a line break";
+    co_return LoginOutcome::Failed;
+  }
+  // One write: XCLIENT (when wanted and offered), then the login; the answers are read in
+  // order. A user name with a space cannot go in USER: AUTH PLAIN carries anything.
+  std::string out;
+  int expected = 1;
+  if (t.forward_client_ip && xclient && !client_addr_.ip.empty()) {
+    out += "XCLIENT ADDR=" + client_addr_.ip + " PORT=" + std::to_string(client_addr_.port) +
+           " SESSION=" + session_tag() + "\r\n";
+    ++expected;
+  }
+  if (user.find(' ') != std::string::npos) {
+    std::string plain = std::string("\0", 1) + user + std::string("\0", 1) + password;
+    out += "AUTH PLAIN " + base64_encode(plain) + "\r\n";
+    wipe(plain);
+  } else {
+    out += "USER " + user + "\r\nPASS " + password + "\r\n";
+    ++expected;
+  }
+  bool sent = co_await send_upstream(out, why);
+  wipe(out);
+  if (!sent) {
+    *why = server + ": " + *why;
+    co_return LoginOutcome::Unavailable;
+  }
+  // The last answer is the login's (a refused USER makes PASS fail too).
+  for (int i = 0; i < expected; ++i) {
+    bool answered = co_await read_upstream_line(&line);
+    if (!answered) {
+      *why = server + ": closed during login";
+      co_return LoginOutcome::Unavailable;
+    }
+  }
+  *reply = line + "\r\n";
+  if (line.rfind("+OK", 0) == 0) co_return LoginOutcome::Ok;
+  *why = server + ": " + line;
+  co_return LoginOutcome::Failed;
+}
+
+}  // namespace
+
+void start_pop3_session(Runtime& rt, Socket client, const ListenConfig& listen,
+                        std::shared_ptr<TlsContext> tls) {
+  std::make_shared<Pop3Session>(rt, std::move(client), listen, std::move(tls))->start();
+}
+
+}  // namespace sy
