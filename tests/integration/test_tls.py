@@ -7,6 +7,7 @@ import imaplib
 import warnings
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -198,6 +199,39 @@ class TlsTest(unittest.TestCase):
                                          r"certificate verification failed", 10)
         # tls_verify = false: the same store is accepted.
         self.assertTrue(self.login(plain, "lax", "lax-pw").startswith(b"a OK"))
+
+
+    # -- reload ------------------------------------------------------------------
+
+    def test_sighup_reloads_the_certificate_and_keeps_sessions(self):
+        certs = os.path.join(self.tmp, "reload")
+        cert = make_cert(certs, "first", self.ca)
+        plain, imaps = harness.free_ports(2)
+        config = self.config(plain, imaps).replace(toml_string(self.proxy_cert[0]),
+                                                   toml_string(os.path.join(certs, "live.pem")))
+        config = config.replace(toml_string(self.proxy_cert[1]),
+                                toml_string(os.path.join(certs, "live.key")))
+        shutil.copy(cert[0], os.path.join(certs, "live.pem"))
+        shutil.copy(cert[1], os.path.join(certs, "live.key"))
+        p = Switchyard(None, os.path.join(self.tmp, "reload-proxy"), config)
+        self.addCleanup(p.stop)
+
+        def serial():
+            with socket.create_connection((HOST, imaps), timeout=10) as raw:
+                with self.ctx.wrap_socket(raw, server_hostname="localhost") as t:
+                    return t.getpeercert()["serialNumber"]
+        first = serial()
+        # A logged-in TLS session that must survive the reload.
+        conn = imaplib.IMAP4_SSL("localhost", imaps, ssl_context=self.ctx, timeout=20)
+        self.addCleanup(conn.shutdown)
+        conn.login("tina", "tina-pw")
+        second = make_cert(certs, "second", self.ca)
+        shutil.copy(second[0], os.path.join(certs, "live.pem"))
+        shutil.copy(second[1], os.path.join(certs, "live.key"))
+        os.kill(p.pid, signal.SIGHUP)
+        harness.wait_until(lambda: serial() != first, 10, "the new certificate")
+        self.assertEqual(conn.noop()[0], "OK", "the old session goes on")
+        self.assertEqual(conn.select("INBOX", readonly=True)[0], "OK")
 
 
 if __name__ == "__main__":
