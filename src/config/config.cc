@@ -275,6 +275,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"cache_ttl", r.duration(&l.cache_ttl)},
                    {"negative_ttl", r.duration(&l.negative_ttl)},
                    {"stale_ttl", r.duration(&l.stale_ttl)},
+                   {"cache_size", r.integer(&l.cache_size, 0, 10000000)},
                    {"timeout", r.duration(&l.timeout)}});
   };
   auto limits = [&](const toml::table& t) {

@@ -64,6 +64,7 @@ struct LookupConfig {
   Millis cache_ttl{60'000};
   Millis negative_ttl{10'000};
   Millis stale_ttl{0};
+  std::size_t cache_size = 10000;  // entries per worker; 0 turns the cache off
   Millis timeout{10'000};    // a lookup not answered by then is TempFail
 };
 

@@ -19,6 +19,8 @@ struct ChainReply {
   MapReply reply;
   std::string map_name;  // which map answered ("fallback", or "" when none did)
   std::chrono::microseconds took{0};
+  bool cached = false;  // from the worker's cache, not the maps
+  bool stale = false;   // an expired cached answer, served because the maps failed
 };
 
 class MapChain {

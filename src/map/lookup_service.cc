@@ -23,9 +23,26 @@ struct Pending {
 
 }  // namespace
 
+namespace {
+
+LookupCache::Settings cache_settings(const LookupConfig& c) {
+  LookupCache::Settings s;
+  s.ttl = c.cache_ttl;
+  s.negative_ttl = c.negative_ttl;
+  s.stale_ttl = c.stale_ttl;
+  s.capacity = c.cache_size;
+  return s;
+}
+
+}  // namespace
+
 LookupService::LookupService(asio::io_context& io, std::shared_ptr<const MapChain> chain,
-                             Millis timeout)
-    : io_(io), chain_(std::move(chain)), timeout_(timeout), thread_([this] { run(); }) {}
+                             const LookupConfig& config)
+    : io_(io),
+      chain_(std::move(chain)),
+      timeout_(config.timeout),
+      cache_(cache_settings(config)),
+      thread_([this] { run(); }) {}
 
 LookupService::~LookupService() {
   {
@@ -59,6 +76,25 @@ void LookupService::run() {
 }
 
 asio::awaitable<ChainReply> LookupService::lookup(std::string key) {
+  if (auto hit = cache_.fresh(key, LookupCache::Clock::now())) {
+    hit->cached = true;
+    hit->took = std::chrono::microseconds(0);
+    co_return *hit;
+  }
+  ChainReply answer = co_await ask_maps(key);
+  if (answer.reply.status != LookupStatus::TempFail) {
+    cache_.store(key, answer, LookupCache::Clock::now());
+    co_return answer;
+  }
+  auto old = cache_.stale(key, LookupCache::Clock::now());
+  if (!old) co_return answer;
+  old->cached = true;
+  old->stale = true;
+  old->reply.detail = answer.reply.detail;
+  co_return *old;
+}
+
+asio::awaitable<ChainReply> LookupService::ask_maps(std::string key) {
   auto initiate = [this](auto handler, std::string k) {
     using H = decltype(handler);
     auto p = std::make_shared<Pending<H>>(io_, std::move(handler));

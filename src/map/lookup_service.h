@@ -1,7 +1,8 @@
 // Runs map lookups off the event loop: one lookup thread per worker calls the map chain
 // (so a module is called from one thread at a time), and each answer comes back to the
 // loop as a completion. A lookup not answered within the deadline completes as TempFail;
-// its late answer is dropped.
+// its late answer is dropped. Answers are cached on the loop (see cache.h): a fresh hit
+// never leaves the loop, and a stale one stands in when the maps fail.
 #ifndef SWITCHYARD_MAP_LOOKUP_SERVICE_H
 #define SWITCHYARD_MAP_LOOKUP_SERVICE_H
 
@@ -15,24 +16,30 @@
 #include <thread>
 
 #include "config/duration.h"
+#include "config/config.h"
+#include "map/cache.h"
 #include "map/chain.h"
 
 namespace sy {
 
 class LookupService {
  public:
-  LookupService(asio::io_context& io, std::shared_ptr<const MapChain> chain, Millis timeout);
+  LookupService(asio::io_context& io, std::shared_ptr<const MapChain> chain,
+                const LookupConfig& config);
   ~LookupService();  // stops the thread (after the current lookup returns)
 
   asio::awaitable<ChainReply> lookup(std::string key);
+  void flush_cache() { cache_.clear(); }
 
  private:
+  asio::awaitable<ChainReply> ask_maps(std::string key);
   void submit(std::function<void()> job);
   void run();
 
   asio::io_context& io_;
   std::shared_ptr<const MapChain> chain_;
   Millis timeout_;
+  LookupCache cache_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;

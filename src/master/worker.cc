@@ -86,7 +86,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
     return 2;
   }
   asio::io_context io(1);
-  LookupService lookups(io, chain, config.lookup.timeout);
+  LookupService lookups(io, chain, config.lookup);
   PipePool pipes;
   BufferPool buffers;
   Runtime rt(io, config, lookups, pipes, buffers, std::move(store_tls), clients);

@@ -319,13 +319,14 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
   auto ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
   const char* result = outcome_name(outcome);
   LOG_INFO("%s login %s: session=%llu client=%s user=\"%s\" key=\"%s\" store_user=\"%s\" "
-           "backend=%s server=%s map=%s result=%s time=%.1fms%s%s%s%s",
+           "backend=%s server=%s map=%s%s result=%s time=%.1fms%s%s%s%s",
            protocol_, outcome == LoginOutcome::Ok ? "ok" : "failed",
            static_cast<unsigned long long>(id_), peer_.c_str(), log_quote(user).c_str(),
            log_quote(key).c_str(), log_quote(store_user).c_str(),
            target.backend.empty() ? "-" : target.backend.c_str(),
            server.empty() ? "-" : server.c_str(),
-           found.map_name.empty() ? "-" : found.map_name.c_str(), result, ms,
+           found.map_name.empty() ? "-" : found.map_name.c_str(),
+           found.stale ? "(stale)" : found.cached ? "(cache)" : "", result, ms,
            why.empty() ? "" : " reason=\"", log_quote(why).c_str(), why.empty() ? "" : "\"",
            client_id_.empty() ? "" : (" id=\"" + log_quote(client_id_) + "\"").c_str());
   co_await account_login(outcome);

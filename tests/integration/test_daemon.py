@@ -199,5 +199,52 @@ class DaemonTest(unittest.TestCase):
         self.assertRegex(r.stdout, r"tempfail: tempfail reason=\"dbserver_get: database error\"")
 
 
+    # -- lookup cache -------------------------------------------------------------
+
+    def cache_proxy(self, name, lookup):
+        port = harness.free_port()
+        db = make_sqlite_map(os.path.join(self.tmp, name + ".db"),
+                             [("ann", "store1"), ("ben", "store1")])
+        config = switchyard_config(port, maps=[("sqlite", db)], backends=self.backends,
+                                   workers=1, extra="[lookup]\n" + lookup)
+        p = Switchyard(None, os.path.join(self.tmp, name), config)
+        self.addCleanup(p.stop)
+        return p, db
+
+    def test_stale_answers_stand_in_while_the_map_fails_and_recovery_is_automatic(self):
+        p, db = self.cache_proxy("stale", 'cache_ttl = "0s"\nstale_ttl = "1h"\n')
+        self.assertTrue(login_ok(p.port, "ann", "ann-pw"))
+        # The map breaks: the database file is replaced by garbage.
+        good = db + ".good"
+        os.rename(db, good)
+        with open(db + ".tmp", "wb") as f:
+            f.write(b"this is not an sqlite database" * 100)
+        os.rename(db + ".tmp", db)
+        self.assertTrue(login_ok(p.port, "ann", "ann-pw"), "served from the stale cache")
+        harness.wait_for_log(p.log_path, r'user="ann".*map=sqlite\(stale\) result=ok', 10)
+        c = LineClient(HOST, p.port)
+        self.addCleanup(c.close)
+        c.readline()
+        _, tagged = c.command("a", b"LOGIN ben ben-pw")
+        self.assertTrue(tagged.startswith(b"a NO [UNAVAILABLE]"), tagged)
+        os.rename(good, db)  # the map comes back
+        self.assertTrue(login_ok(p.port, "ben", "ben-pw"))
+
+    def test_not_found_answers_are_cached_for_the_negative_ttl(self):
+        p, db = self.cache_proxy("negative", 'negative_ttl = "1h"\n')
+        c = LineClient(HOST, p.port)
+        self.addCleanup(c.close)
+        c.readline()
+        _, tagged = c.command("a", b"LOGIN cid cid-pw")
+        self.assertTrue(tagged.startswith(b"a NO [AUTHENTICATIONFAILED]"), tagged)
+        con = sqlite3.connect(db)
+        con.execute("INSERT INTO tblPerdition (\"user\", servername) VALUES ('cid', 'store2')")
+        con.commit()
+        con.close()
+        _, tagged = c.command("b", b"LOGIN cid cid-pw")
+        self.assertTrue(tagged.startswith(b"b NO [AUTHENTICATIONFAILED]"), "still cached")
+        harness.wait_for_log(p.log_path, r'user="cid".*map=-\(cache\) result=unknown-user', 10)
+
+
 if __name__ == "__main__":
     unittest.main()
