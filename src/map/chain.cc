@@ -6,11 +6,11 @@
 
 namespace sy {
 
-ChainReply MapChain::lookup(const std::string& key) const {
+ChainReply MapChain::lookup(const LookupRequest& request) const {
   auto start = std::chrono::steady_clock::now();
   ChainReply out;
   for (const auto& m : maps_) {
-    MapReply r = m->lookup(key);
+    MapReply r = m->lookup(request);
     if (r.status != LookupStatus::NotFound) {
       out.reply = std::move(r);
       out.map_name = m->name();

@@ -31,7 +31,12 @@ class MapChain {
   bool empty() const { return maps_.empty(); }
 
   // Blocking: call from a lookup thread only.
-  ChainReply lookup(const std::string& key) const;
+  ChainReply lookup(const LookupRequest& request) const;
+  ChainReply lookup(const std::string& key) const {
+    LookupRequest r;
+    r.key = key;
+    return lookup(r);
+  }
 
  private:
   std::vector<std::unique_ptr<Map>> maps_;

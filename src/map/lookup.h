@@ -4,6 +4,7 @@
 #define SWITCHYARD_MAP_LOOKUP_H
 
 #include <string>
+#include <vector>
 
 #include "map/answer.h"
 
@@ -28,17 +29,32 @@ inline bool is_hold_answer(const MapAnswer& a) {
 
 struct MapReply {
   LookupStatus status = LookupStatus::NotFound;
-  MapAnswer answer;    // valid when Found
-  std::string detail;  // why, for TempFail (goes to the log, never to the client)
+  MapAnswer answer;               // valid when Found
+  std::vector<MapAnswer> more;    // further servers, in fail-over order (extended ABI)
+  std::string detail;             // why, for TempFail (to the log, never to the client)
+};
+
+// What a lookup asks: the key, and for maps that care, who is asking and how.
+struct LookupRequest {
+  std::string key;
+  const char* protocol = "cli";  // imap, pop3, lmtp, socketmap, cli
+  std::string client_address;    // "" when unknown
+  std::string local_address;
 };
 
 // One map in the chain. lookup() may block (it runs on a lookup thread, never on the
-// event loop) and is called from one thread at a time.
+// event loop); it is called from one thread at a time unless thread_safe().
 class Map {
  public:
   virtual ~Map() = default;
-  virtual MapReply lookup(const std::string& key) = 0;
+  virtual MapReply lookup(const LookupRequest& request) = 0;
   virtual const std::string& name() const = 0;
+  virtual bool thread_safe() const { return false; }
+  MapReply lookup(const std::string& key) {  // the key alone, as the command line asks
+    LookupRequest r;
+    r.key = key;
+    return lookup(r);
+  }
 };
 
 }  // namespace sy

@@ -75,13 +75,15 @@ void LookupService::run() {
   }
 }
 
-asio::awaitable<ChainReply> LookupService::lookup(std::string key) {
+asio::awaitable<ChainReply> LookupService::lookup(LookupRequest request) {
+  // Cached per key and protocol (an extended map may answer by protocol).
+  const std::string key = request.key + '\n' + request.protocol;
   if (auto hit = cache_.fresh(key, LookupCache::Clock::now())) {
     hit->cached = true;
     hit->took = std::chrono::microseconds(0);
     co_return *hit;
   }
-  ChainReply answer = co_await ask_maps(key);
+  ChainReply answer = co_await ask_maps(std::move(request));
   if (answer.reply.status != LookupStatus::TempFail) {
     cache_.store(key, answer, LookupCache::Clock::now());
     co_return answer;
@@ -94,8 +96,8 @@ asio::awaitable<ChainReply> LookupService::lookup(std::string key) {
   co_return *old;
 }
 
-asio::awaitable<ChainReply> LookupService::ask_maps(std::string key) {
-  auto initiate = [this](auto handler, std::string k) {
+asio::awaitable<ChainReply> LookupService::ask_maps(LookupRequest request) {
+  auto initiate = [this](auto handler, LookupRequest k) {
     using H = decltype(handler);
     auto p = std::make_shared<Pending<H>>(io_, std::move(handler));
     p->timer.expires_after(timeout_);
@@ -115,7 +117,7 @@ asio::awaitable<ChainReply> LookupService::ask_maps(std::string key) {
     });
   };
   co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(ChainReply)>(
-      initiate, asio::use_awaitable, std::move(key));
+      initiate, asio::use_awaitable, std::move(request));
 }
 
 }  // namespace sy

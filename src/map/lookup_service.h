@@ -28,11 +28,11 @@ class LookupService {
                 const LookupConfig& config);
   ~LookupService();  // stops the thread (after the current lookup returns)
 
-  asio::awaitable<ChainReply> lookup(std::string key);
+  asio::awaitable<ChainReply> lookup(LookupRequest request);
   void flush_cache() { cache_.clear(); }
 
  private:
-  asio::awaitable<ChainReply> ask_maps(std::string key);
+  asio::awaitable<ChainReply> ask_maps(LookupRequest request);
   void submit(std::function<void()> job);
   void run();
 

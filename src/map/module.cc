@@ -1,6 +1,8 @@
 // Loader and caller of Perdition-ABI map modules (see module.h).
 #include "map/module.h"
 
+#include <switchyard/map.h>
+
 #include <dlfcn.h>
 #include <sys/stat.h>
 
@@ -9,6 +11,11 @@
 #include <cstring>
 
 namespace sy {
+
+// The extension's structs, named in module.h without the C header.
+struct MapModule::Query : switchyard_map_query {};
+struct MapModule::Answer : switchyard_map_answer {};
+
 namespace {
 
 const char* rc_text(int rc) {
@@ -54,12 +61,23 @@ std::unique_ptr<MapModule> MapModule::open(const std::string& path,
   m->get_ = reinterpret_cast<GetFn>(::dlsym(handle, "dbserver_get"));
   m->get2_ = reinterpret_cast<Get2Fn>(::dlsym(handle, "dbserver_get2"));
   m->fini_ = reinterpret_cast<FiniFn>(::dlsym(handle, "dbserver_fini"));
+  m->ext_ = reinterpret_cast<LookupFn>(::dlsym(handle, "switchyard_map_lookup"));
+  if (auto* v = static_cast<const int*>(::dlsym(handle, "switchyard_map_abi_version"));
+      v && *v > SWITCHYARD_MAP_ABI_VERSION) {
+    *error = path + ": built for map ABI " + std::to_string(*v) + ", this Switchyard has " +
+             std::to_string(SWITCHYARD_MAP_ABI_VERSION);
+    ::dlclose(handle);
+    m->handle_ = nullptr;
+    return nullptr;
+  }
+  if (auto* ts = static_cast<const int*>(::dlsym(handle, "switchyard_map_thread_safe")))
+    m->thread_safe_ = *ts != 0;
   m->options_ = std::move(options);
   m->name_ = std::move(name);
   m->path_ = path;
   m->delimiter_ = std::move(delimiter);
-  if (!m->get_ && !m->get2_) {
-    *error = path + ": exports neither dbserver_get nor dbserver_get2";
+  if (!m->get_ && !m->get2_ && !m->ext_) {
+    *error = path + ": exports neither dbserver_get nor dbserver_get2 nor switchyard_map_lookup";
     return nullptr;
   }
   return m;
@@ -85,7 +103,49 @@ bool MapModule::init(std::string* error) {
   return true;
 }
 
-MapReply MapModule::lookup(const std::string& key) {
+MapReply MapModule::lookup(const LookupRequest& request) {
+  std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+  if (!thread_safe_) lock.lock();
+  return ext_ ? extended_lookup(request) : classic_lookup(request.key);
+}
+
+MapReply MapModule::extended_lookup(const LookupRequest& request) {
+  Query q{};
+  q.abi_version = SWITCHYARD_MAP_ABI_VERSION;
+  q.key = request.key.c_str();
+  q.options = options_ ? options_->c_str() : nullptr;
+  q.protocol = request.protocol;
+  q.client_address = request.client_address.c_str();
+  q.local_address = request.local_address.c_str();
+  Answer a{};
+  int rc = ext_(&q, &a);
+  std::string user = a.user ? a.user : "";
+  std::vector<std::string> servers;
+  for (char*& s : a.servers) {
+    if (s && *s) servers.emplace_back(s);
+    std::free(s);
+  }
+  std::free(a.user);
+  if (rc == -2) return MapReply{};
+  if (rc != 0) return temp_fail(std::string("switchyard_map_lookup: ") + rc_text(rc));
+  MapReply r;
+  if (a.hold) {
+    r.status = LookupStatus::Hold;
+    return r;
+  }
+  if (servers.empty()) return temp_fail("switchyard_map_lookup returned no server");
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    auto parsed = parse_map_answer(servers[i], delimiter_);
+    if (!parsed || !parsed->user.empty()) return temp_fail("malformed server from map");
+    parsed->user = user;
+    if (i == 0) r.answer = std::move(*parsed);
+    else r.more.push_back(std::move(*parsed));
+  }
+  r.status = LookupStatus::Found;
+  return r;
+}
+
+MapReply MapModule::classic_lookup(const std::string& key) {
   const char* opts = options_ ? options_->c_str() : nullptr;
   std::optional<MapAnswer> parsed;
   if (get_) {

@@ -7,12 +7,15 @@
 //                     char **user, char **server, char **port);
 //   int dbserver_fini(void);                                  optional
 // Return codes 0 found, -1 database error, -2 not found, -3 other error; -1 and -3 are
-// TempFail. The MapModule owns the dlopen handle; values returned by the module are freed
-// here. Not thread-safe: the caller serialises lookups.
+// TempFail. Switchyard's optional extensions (include/switchyard/map.h) are used when
+// exported: switchyard_map_lookup (preferred), the ABI version, the thread-safety flag.
+// The MapModule owns the dlopen handle; values returned by the module are freed here.
+// lookup() takes a lock unless the module declares itself thread-safe.
 #ifndef SWITCHYARD_MAP_MODULE_H
 #define SWITCHYARD_MAP_MODULE_H
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -35,8 +38,10 @@ class MapModule final : public Map {
   // Calls dbserver_init when the module has one. False (and *error) when it fails.
   [[nodiscard]] bool init(std::string* error);
 
-  MapReply lookup(const std::string& key) override;
+  using Map::lookup;  // the key-only form
+  MapReply lookup(const LookupRequest& request) override;
   const std::string& name() const override { return name_; }
+  bool thread_safe() const override { return thread_safe_; }
   const std::string& path() const { return path_; }
 
  private:
@@ -45,12 +50,20 @@ class MapModule final : public Map {
   using GetFn = int (*)(const char*, const char*, char**, std::size_t*);
   using Get2Fn = int (*)(const char*, const char*, char**, char**, char**);
   using FiniFn = int (*)();
+  struct Query;
+  struct Answer;
+  using LookupFn = int (*)(const Query*, Answer*);
+  MapReply classic_lookup(const std::string& key);
+  MapReply extended_lookup(const LookupRequest& request);
 
   void* handle_ = nullptr;
   InitFn init_ = nullptr;
   GetFn get_ = nullptr;
   Get2Fn get2_ = nullptr;
   FiniFn fini_ = nullptr;
+  LookupFn ext_ = nullptr;
+  bool thread_safe_ = false;
+  std::mutex mu_;
   bool initialised_ = false;
   std::optional<std::string> options_;
   std::string name_, path_, delimiter_;

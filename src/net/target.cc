@@ -20,7 +20,8 @@ std::string host_port(const std::string& host, const std::string& port) {
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
 }
 
-Target resolve_target(const Config& config, const MapAnswer& answer, Service service) {
+Target resolve_target(const Config& config, const MapAnswer& answer, Service service,
+                      const std::vector<MapAnswer>& more) {
   Target t;
   auto it = config.backends.find(answer.host);
   if (it != config.backends.end()) {
@@ -41,6 +42,13 @@ Target resolve_target(const Config& config, const MapAnswer& answer, Service ser
     t.port = default_port(service);
   }
   if (!answer.port.empty()) t.port = answer.port;
+  if (t.backend.empty()) {
+    for (const MapAnswer& m : more) {
+      t.hosts.push_back(m.host);
+      t.host_ports.resize(t.hosts.size());
+      t.host_ports.back() = m.port;
+    }
+  }
   return t;
 }
 

@@ -17,6 +17,7 @@ struct Target {
   std::string backend;             // [backend.NAME], or "" for a host from the map
   std::vector<std::string> hosts;  // in fail-over order
   std::string port;                // digits, a service name, or "unix:/path"
+  std::vector<std::string> host_ports;  // per host, overriding `port` where not empty
   Millis connect_timeout{5000};
   std::string tls = "none";  // none | starttls | implicit
   bool tls_verify = true;
@@ -24,7 +25,14 @@ struct Target {
 };
 
 // The map's host may name a back end; a port in the answer overrides the back end's.
-Target resolve_target(const Config& config, const MapAnswer& answer, Service service);
+// `more` (from an extended map) adds fail-over hosts after a plain host.
+Target resolve_target(const Config& config, const MapAnswer& answer, Service service,
+                      const std::vector<MapAnswer>& more = {});
+
+// The port to use for hosts[i].
+inline const std::string& port_of(const Target& t, std::size_t i) {
+  return i < t.host_ports.size() && !t.host_ports[i].empty() ? t.host_ports[i] : t.port;
+}
 
 // "host:port" ("[v6]:port"), or the "unix:/path" itself.
 std::string host_port(const std::string& host, const std::string& port);

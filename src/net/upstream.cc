@@ -53,18 +53,20 @@ asio::awaitable<bool> connect_target(Socket& sock, const Target& t, std::string*
     co_return false;
   }
   asio::ip::tcp::resolver resolver(sock.get_executor());
-  for (const std::string& host : t.hosts) {
+  for (std::size_t i = 0; i < t.hosts.size(); ++i) {
+    const std::string& host = t.hosts[i];
+    const std::string& port = port_of(t, i);
     std::vector<asio::ip::tcp::endpoint> endpoints;
     std::error_code ec;
     auto addr = asio::ip::make_address(host, ec);
-    unsigned long numeric_port = std::strtoul(t.port.c_str(), nullptr, 10);
+    unsigned long numeric_port = std::strtoul(port.c_str(), nullptr, 10);
     if (!ec && numeric_port > 0 && numeric_port < 65536) {
       endpoints.emplace_back(addr, static_cast<unsigned short>(numeric_port));
     } else {
-      auto results = co_await resolver.async_resolve(host, t.port,
+      auto results = co_await resolver.async_resolve(host, port,
                                                      asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
-        *why += (why->empty() ? "" : "; ") + host_port(host, t.port) + ": " + ec.message();
+        *why += (why->empty() ? "" : "; ") + host_port(host, port) + ": " + ec.message();
         continue;
       }
       for (const auto& r : results) endpoints.push_back(r.endpoint());

@@ -289,7 +289,12 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
   const Config& cfg = rt_.config;
   std::string key = map_key(cfg.username, user);
   phase_ = Phase::Lookup;
-  ChainReply found = co_await rt_.lookups.lookup(key);
+  LookupRequest request;
+  request.key = key;
+  request.protocol = protocol_;
+  request.client_address = client_addr_.ip;
+  request.local_address = local_addr_.ip;
+  ChainReply found = co_await rt_.lookups.lookup(std::move(request));
   std::string why;
   std::string store_user;
   std::string server;
@@ -312,7 +317,8 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
   } else {
     store_user = ::sy::store_login(cfg.username, key, found.reply.answer);
     target = resolve_target(cfg, found.reply.answer,
-                            std::string_view(protocol_) == "pop3" ? Service::Pop3 : Service::Imap);
+                            std::string_view(protocol_) == "pop3" ? Service::Pop3 : Service::Imap,
+                            found.reply.more);
     outcome = co_await reach_store(target, store_user, password, reply, &server, &why);
   }
   wipe(password);

@@ -12,9 +12,9 @@ class FakeMap : public sy::Map {
  public:
   FakeMap(std::string name, sy::LookupStatus s, std::string host = "")
       : name_(std::move(name)), status_(s), host_(std::move(host)) {}
-  sy::MapReply lookup(const std::string& key) override {
+  sy::MapReply lookup(const sy::LookupRequest& request) override {
     ++calls;
-    last_key = key;
+    last_key = request.key;
     sy::MapReply r;
     r.status = status_;
     r.answer.host = host_;

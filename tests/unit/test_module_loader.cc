@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "map/chain.h"
 #include "map/module.h"
+#include "net/target.h"
 
 namespace {
 
@@ -126,4 +127,49 @@ TEST(ModuleLoader, ChainFromConfigNamesTheLineOfABrokenMap) {
       << error;
   EXPECT_FALSE(sy::load_chain(c, &error));
   EXPECT_EQ(error.rfind("t.conf:6: map 'broken_init': ", 0), 0u) << error;
+}
+
+TEST(ModuleLoader, ExtendedLookupGivesServersUserAndHold) {
+  auto m = open_ok(mod("extmap"), std::string("store1,10.0.0.2:1143"));
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(m->thread_safe());
+  sy::LookupRequest q;
+  q.key = "who";
+  q.protocol = "pop3";
+  q.client_address = "192.0.2.7";
+  auto r = m->lookup(q);
+  ASSERT_EQ(r.status, sy::LookupStatus::Found);
+  EXPECT_EQ(r.answer, (sy::MapAnswer{"pop3-192.0.2.7", "store1", ""}));
+  ASSERT_EQ(r.more.size(), 1u);
+  EXPECT_EQ(r.more[0], (sy::MapAnswer{"pop3-192.0.2.7", "10.0.0.2", "1143"}));
+  EXPECT_EQ(m->lookup("held").status, sy::LookupStatus::Hold);
+  EXPECT_EQ(m->lookup("missing").status, sy::LookupStatus::NotFound);
+  EXPECT_EQ(m->lookup("broken").status, sy::LookupStatus::TempFail);
+}
+
+TEST(ModuleLoader, ExtendedLookupWithoutServersIsTempFail) {
+  auto m = open_ok(mod("extmap"), std::string(""));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->lookup("anyone").status, sy::LookupStatus::TempFail);
+}
+
+TEST(ModuleLoader, NewerAbiIsRefused) {
+  std::string error;
+  EXPECT_FALSE(sy::MapModule::open(mod("future_abi"), std::nullopt, "t", "@", &error));
+  EXPECT_NE(error.find("built for map ABI 999"), std::string::npos) << error;
+}
+
+TEST(ModuleLoader, ClassicModulesAreNotThreadSafe) {
+  auto m = open_ok(mod("get2map"), std::string("u,h,1"));
+  ASSERT_TRUE(m);
+  EXPECT_FALSE(m->thread_safe());
+}
+
+TEST(Target, ExtendedServersFailOverInOrder) {
+  sy::Config c;
+  auto t = sy::resolve_target(c, sy::MapAnswer{"", "10.0.0.1", ""}, sy::Service::Imap,
+                              {sy::MapAnswer{"", "10.0.0.2", "1143"}});
+  EXPECT_EQ(t.hosts, (std::vector<std::string>{"10.0.0.1", "10.0.0.2"}));
+  EXPECT_EQ(sy::port_of(t, 0), "143");
+  EXPECT_EQ(sy::port_of(t, 1), "1143");
 }
