@@ -308,7 +308,9 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"tls", r.str(&b.tls, {"none", "starttls", "implicit"})},
                    {"tls_verify", r.boolean(&b.tls_verify)},
                    {"forward_client_ip", r.boolean(&b.forward_client_ip)},
-                   {"connect_timeout", r.duration(&b.connect_timeout)}}))
+                   {"connect_timeout", r.duration(&b.connect_timeout)},
+                   {"down_time", r.duration(&b.down_time)},
+                   {"check_interval", r.duration(&b.check_interval)}}))
         return false;
       c.backends[b.name] = std::move(b);
     }

@@ -12,6 +12,7 @@
 
 #include "config/config.h"
 #include "core/client_table.h"
+#include "net/health.h"
 
 namespace sy {
 
@@ -50,6 +51,7 @@ struct Runtime {
   BufferPool& buffers;
   std::shared_ptr<asio::ssl::context> store_tls;  // for back ends with tls != "none"
   ClientTable* clients;                           // shared by all workers; may be null
+  HealthTable health;                             // store addresses seen failing
   PenaltyPolicy penalty;
   std::size_t sessions = 0;           // live sessions in this worker
   std::uint64_t next_session_id = 1;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "map/chain.h"
 #include "map/lookup_service.h"
 #include "master/runtime.h"
+#include "net/upstream.h"
 #include "relay/buffer_pool.h"
 #include "relay/pipe_pool.h"
 
@@ -51,6 +53,28 @@ asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundLi
       start_pop3_session(rt, std::move(s), listen, l.tls);
     else
       start_imap_session(rt, std::move(s), listen, l.tls);
+  }
+}
+
+// [backend.NAME] check_interval: probe each address (its IMAP port) and keep the health
+// table current, so logins skip a dead store before a client has to wait for it.
+asio::awaitable<void> check_backend(Runtime& rt, const BackendConfig& b) {
+  asio::steady_timer pause(rt.io);
+  for (;;) {
+    for (const std::string& host : b.hosts) {
+      const std::string key = host_port(host, b.imap);
+      std::string why;
+      bool up = co_await probe_store(rt.io, host, b.imap, b.connect_timeout, &why);
+      if (up && rt.health.ok(key))
+        LOG_NOTICE("store %s of backend %s is up again", key.c_str(), b.name.c_str());
+      if (!up && rt.health.failed(key, HealthTable::Clock::now(),
+                                  std::max(b.down_time, b.check_interval + b.check_interval)))
+        LOG_WARN("store %s of backend %s is down: %s", key.c_str(), b.name.c_str(), why.c_str());
+    }
+    pause.expires_after(b.check_interval);
+    std::error_code ec;
+    co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || rt.draining) co_return;
   }
 }
 
@@ -106,6 +130,10 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
 
   // Reloading is the master's job; a worker (or the single process) ignores SIGHUP.
   ::signal(SIGHUP, SIG_IGN);
+  for (const auto& [name, b] : config.backends)
+    if (b.check_interval.count() > 0 && b.imap.rfind("unix:", 0) != 0)
+      asio::co_spawn(io, check_backend(rt, b), asio::detached);
+
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGUSR2);
   asio::steady_timer grace(io);
   auto stop_accepting = [&] {

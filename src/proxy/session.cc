@@ -346,7 +346,8 @@ asio::awaitable<LoginOutcome> ProxySession::reach_store(const Target& target,
                                                         std::string* why) {
   phase_ = Phase::UpstreamConnect;
   std::string host;
-  bool connected = co_await connect_target(upstream_.socket(), target, server, &host, why);
+  bool connected =
+      co_await connect_target(upstream_.socket(), target, rt_.health, server, &host, why);
   if (!connected) co_return LoginOutcome::Unavailable;
   phase_ = Phase::UpstreamLogin;
   if (target.tls == "implicit") {

@@ -246,5 +246,42 @@ class DaemonTest(unittest.TestCase):
         harness.wait_for_log(p.log_path, r'user="cid".*map=-\(cache\) result=unknown-user', 10)
 
 
+    # -- back-end health ----------------------------------------------------------
+
+    def test_a_refusing_store_is_skipped_after_it_failed(self):
+        port = harness.free_port()
+        backends = (backend_section("store1", self.store1.imap_port,
+                                    hosts=("127.0.0.3", "127.0.0.1"))
+                    + backend_section("store2", self.store2.imap_port))
+        config = switchyard_config(port, maps=[("sqlite", self.map_path)], backends=backends,
+                                   workers=1)
+        p = Switchyard(None, os.path.join(self.tmp, "passive"), config)
+        self.addCleanup(p.stop)
+        self.assertTrue(login_ok(p.port, "ann", "ann-pw"))
+        harness.wait_for_log(p.log_path, r"store 127\.0\.0\.3:%d of backend store1 is down"
+                             % self.store1.imap_port, 10)
+        start = len(p.log_text())
+        self.assertTrue(login_ok(p.port, "ben", "ben-pw"))
+        line = harness.wait_for_log(p.log_path, r'imap login ok: .*user="ben".*', 10, start).group(0)
+        self.assertNotIn("127.0.0.3", line, "the dead address was not tried again")
+
+    def test_active_checks_notice_a_store_going_down_and_coming_back(self):
+        store = Dovecot("checked", os.path.join(self.tmp, "checked"), users={"ann": "ann-pw"})
+        self.addCleanup(store.stop)
+        port = harness.free_port()
+        backends = ('[backend.checked]\nhost = "127.0.0.1"\nimap = %d\n'
+                    'check_interval = "200ms"\nconnect_timeout = "1s"\n' % store.imap_port)
+        config = switchyard_config(port, maps=[("sqlite", self.map_path)], backends=backends,
+                                   workers=1)
+        p = Switchyard(None, os.path.join(self.tmp, "active"), config)
+        self.addCleanup(p.stop)
+        store.stop()
+        harness.wait_for_log(p.log_path, r"store 127\.0\.0\.1:%d of backend checked is down"
+                             % store.imap_port, 10)
+        store.start()
+        harness.wait_for_log(p.log_path, r"store 127\.0\.0\.1:%d of backend checked is up again"
+                             % store.imap_port, 10)
+
+
 if __name__ == "__main__":
     unittest.main()
