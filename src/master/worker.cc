@@ -45,10 +45,7 @@ asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundLi
       co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
-    if (s.local_endpoint(ec).protocol().family() != AF_UNIX) {
-      int one = 1;
-      ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
+    // (TCP_NODELAY comes from the listening socket: Linux passes it on to accepted ones.)
     if (listen.protocol == "pop3" || listen.protocol == "pop3s")
       start_pop3_session(rt, std::move(s), listen, l.tls);
     else
@@ -109,7 +106,9 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
     LOG_ERROR("%s", error.c_str());
     return 2;
   }
-  asio::io_context io(1);
+  // One thread runs the loop and alone touches the sockets: no locking in the reactor.
+  // (Completions posted from the lookup thread still go through the locked queue.)
+  asio::io_context io(ASIO_CONCURRENCY_HINT_UNSAFE_IO);
   LookupService lookups(io, chain, config.lookup);
   PipePool pipes;
   BufferPool buffers;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -100,6 +101,8 @@ int bind_listener(const SocketAddress& a, std::string* error) {
   }
   int one = 1, zero = 0;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // Accepted sockets inherit it: no Nagle delay on any client, at no cost per connection.
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (res->ai_family == AF_INET6) {
     // An explicit v6 address listens on v6 only; the wildcard ("*" or "::") takes both.
     bool wildcard = !host || a.host == "::";

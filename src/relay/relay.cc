@@ -114,11 +114,8 @@ asio::awaitable<RelayResult> relay(Runtime& rt, Stream& client_stream, Stream& s
   Socket& client = client_stream.socket();
   Socket& store = store_stream.socket();
   const bool splice_ok = !client_stream.is_tls() && !store_stream.is_tls();
-  std::error_code ignored;
-  if (splice_ok) {
-    client.native_non_blocking(true, ignored);
-    store.native_non_blocking(true, ignored);
-  }
+  // splice() needs both descriptors non-blocking. They are: Asio made them so for the
+  // asynchronous reads, writes and connect that came before, so no ioctl here.
 
   auto finished = [&st, &client, &store](bool from_client, PumpEnd how) {
     if (!st.ended_by) {
