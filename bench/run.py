@@ -73,7 +73,7 @@ protocol imap {
 }
 """
 
-ALL_PEERS = ["direct", "switchyard-w2", "switchyard-w1", "nginx", "perdition"]
+ALL_PEERS = ["direct", "switchyard-w2", "switchyard-w1", "nginx", "nginx-buf64k", "perdition"]
 ALL_MODES = ["logins", "bulk", "idle"]
 
 
@@ -273,8 +273,15 @@ class SwitchyardPeer(Peer):
 
 
 class NginxPeer(Peer):
-    name = "nginx"
-    label = "nginx mail"
+    def __init__(self, ctx, proxy_buffer=None):
+        super().__init__(ctx)
+        self.proxy_buffer = proxy_buffer or ctx.args.nginx_proxy_buffer
+        if proxy_buffer:
+            self.name = "nginx-buf" + proxy_buffer
+            self.label = "nginx mail, proxy_buffer %s" % proxy_buffer
+        else:
+            self.name = "nginx"
+            self.label = "nginx mail"
 
     def start(self):
         ctx = self.ctx
@@ -324,11 +331,13 @@ mail {{
     listen {host}:{port};
     protocol imap;
     proxy on;
-    imap_auth login plain;
+    imap_auth login plain;{proxy_buffer}
   }}
 }}
 """.format(workers=ctx.args.nginx_workers, w=workdir, nofile=ctx.nofile, conns=conns,
-           p0=p0, p1=p1, host=HOST, auth_port=self.auth_port, port=self.port)
+           p0=p0, p1=p1, host=HOST, auth_port=self.auth_port, port=self.port,
+           proxy_buffer=("\n    proxy_buffer %s;" % self.proxy_buffer
+                         if self.proxy_buffer else ""))
         conf_path = os.path.join(workdir, "nginx.conf")
         with open(conf_path, "w") as f:
             f.write(conf)
@@ -412,6 +421,7 @@ class Bench:
         self.rows = {"logins": [], "bulk": [], "idle": []}
         self.notes = []
         self.loadgen = None  # the imap-load Popen in flight
+        self.wait_budget = args.wait_budget  # seconds of waiting for quiet left, in all
         self.snapshot_build()
 
     def snapshot_build(self):
@@ -446,6 +456,7 @@ class Bench:
             src_bin, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime)), digest,
             git_describe(TOP))
         log("using a copy of " + self.build_info)
+        self.versions = versions(self.switchyard)
 
     def user(self, k):
         return "user%d" % k
@@ -496,6 +507,8 @@ class Bench:
             return SwitchyardPeer(self, int(name[len("switchyard-w"):]))
         if name == "nginx":
             return NginxPeer(self)
+        if name.startswith("nginx-buf"):
+            return NginxPeer(self, name[len("nginx-buf"):])
         if name == "perdition":
             return PerditionPeer(self)
         raise ValueError(name)
@@ -529,16 +542,19 @@ class Bench:
     def wait_quiet(self):
         """Wait (bounded) until the machine is nearly idle: other people's builds and tests
         on the same 2 CPUs would skew every figure. Returns the busy fraction last seen."""
-        deadline = time.monotonic() + self.args.quiet_wait
+        wait = min(self.args.quiet_wait, max(self.wait_budget, 0))
+        deadline = time.monotonic() + wait
+        started = time.monotonic()
         while True:
             b0, t0 = sys_cpu()
             time.sleep(1.0)
             b1, t1 = sys_cpu()
             busy = (b1 - b0) / max(t1 - t0, 1e-9)
             if busy <= self.args.quiet_threshold or time.monotonic() >= deadline:
+                self.wait_budget -= time.monotonic() - started
                 if busy > self.args.quiet_threshold:
-                    log("machine still %.0f%% busy after %ds: measuring anyway"
-                        % (busy * 100, self.args.quiet_wait))
+                    log("machine still %.0f%% busy after %.0fs: measuring anyway"
+                        % (busy * 100, time.monotonic() - started))
                 return busy
             log("machine %.0f%% busy (others): waiting" % (busy * 100))
 
@@ -572,7 +588,9 @@ class Bench:
         p1, s1 = cpu_seconds(roots), cpu_seconds(stores)
         load = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         others = (b1 - b0) - (p1 - p0) - (s1 - s0) - load
-        share = max(others, 0.0) / max((w1 - w0) * (os.cpu_count() or 1), 1e-9)
+        capacity = max((w1 - w0) * (os.cpu_count() or 1), 1e-9)
+        share = max(others, 0.0) / capacity
+        self.last_busy = (b1 - b0) / capacity
         return result, p1 - p0, s1 - s0, share, load
 
     def warm_up(self, peer):
@@ -605,7 +623,8 @@ class Bench:
                        "logins": r["logins"],
                        "proxy_ms": pcpu * 1000 / n if peer.roots() else None,
                        "store_ms": scpu * 1000 / n, "load_ms": lcpu * 1000 / n,
-                       "others": others, "first_error": r.get("first_error")}
+                       "others": others, "busy": self.last_busy,
+                       "first_error": r.get("first_error")}
                 runs.append(row)
                 log("  logins c=%d: %.0f/s p50 %.2f ms p99 %.2f ms proxy %s ms/login "
                     "errors %d, others %.0f%%"
@@ -628,7 +647,8 @@ class Bench:
                        "proxy_ms_gb": pcpu * 1000 / gb if peer.roots() and gb > 0 else None,
                        "store_ms_gb": scpu * 1000 / gb if gb > 0 else None,
                        "load_ms_gb": lcpu * 1000 / gb if gb > 0 else None,
-                       "others": others, "first_error": r.get("first_error")}
+                       "others": others, "busy": self.last_busy,
+                       "first_error": r.get("first_error")}
                 runs.append(row)
                 log("  bulk c=%d: %.0f MB/s (%.2f GB) proxy %s ms/GB errors %d, others %.0f%%"
                     % (c, row["mbps"], gb, "%.0f" % row["proxy_ms_gb"]
@@ -759,16 +779,23 @@ class Bench:
         out.append("- date: %s" % datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
         out.append("- machine: %d CPUs (%s), kernel %s, %s"
                    % (os.cpu_count(), cpu_model(), platform.release(), mem_total()))
-        out.append("- versions: %s" % versions(self.switchyard))
+        out.append("- versions: %s" % self.versions)
         out.append("- switchyard binary: %s" % self.build_info)
         out.append("- run: `%s`" % " ".join(["bench/run.py"] + sys.argv[1:]))
         out.append("- stores: two Dovecot instances on loopback, users split k %% 2, %d users; "
                    "tuning: imap-login service_count=0 process_min_avail=2, imap service_count=0 "
                    "client_limit=1 (reused processes), auth cache, auth_verbose=no" % a.users)
         out.append("- Switchyard: sqlite map (%d rows), log level %s; nginx: %d workers, "
-                   "auth_http served by nginx itself (static map on the user name); "
-                   "Perdition: gdbm popmap, -q, --no_lookup" % (a.users, a.sy_log_level,
-                                                                a.nginx_workers))
+                   "auth_http served by nginx itself (static map on the user name), "
+                   "proxy_buffer %s unless the row says; Perdition: gdbm popmap, -q, --no_lookup"
+                   % (a.users, a.sy_log_level, a.nginx_workers,
+                      a.nginx_proxy_buffer or "default"))
+        out.append("- each logins/bulk row is the median of %d run(s); a run during which "
+                   "other work used more than %.0f%% of the machine was run again (up to %d "
+                   "times). \"machine busy\": all CPU in use during the run, of %d CPUs; at "
+                   "~100%% the peers compete with the stores and imap-load for CPU, so a "
+                   "proxy's own CPU cost lowers its rate."
+                   % (a.repeat, a.others_limit * 100, a.retries, os.cpu_count() or 1))
         out.append("")
         direct_login = {r["c"]: r["rate"] for r in self.rows["logins"] if r["name"] == "direct"}
         direct_bulk = {r["c"]: r["mbps"] for r in self.rows["bulk"] if r["name"] == "direct"}
@@ -777,29 +804,30 @@ class Bench:
                        % a.login_secs)
             out.append("| peer | clients | logins/s | runs (logins/s) | vs direct | login p50 ms | "
                        "login p99 ms | proxy CPU ms/login | store CPU ms/login | errors | "
-                       "others' CPU |")
-            out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+                       "machine busy | others' CPU |")
+            out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for r in self.rows["logins"]:
                 d = direct_login.get(r["c"])
-                out.append("| %s | %d | %.0f | %s | %s | %.2f | %.2f | %s | %.3f | %d | %.0f%% |" % (
+                out.append("| %s | %d | %.0f | %s | %s | %.2f | %.2f | %s | %.3f | %d | %.0f%% | %.0f%% |" % (
                     r["peer"], r["c"], r["rate"], " ".join("%.0f" % x for x in r["runs"]),
                     "%.2fx" % (r["rate"] / d) if d else "-",
                     r["p50"], r["p99"], fmt(r["proxy_ms"], 3), r["store_ms"], r["errors"],
-                    r["others"] * 100))
+                    r["busy"] * 100, r["others"] * 100))
             out.append("")
         if self.rows["bulk"]:
             out.append("## Bulk (FETCH 1 BODY.PEEK[] of a %g MB message, repeated), %gs per run\n"
                        % (a.bulk_mb, a.bulk_secs))
             out.append("| peer | clients | MB/s | runs (MB/s) | vs direct | GB moved | "
-                       "proxy CPU ms/GB | store CPU ms/GB | errors | others' CPU |")
-            out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+                       "proxy CPU ms/GB | store CPU ms/GB | errors | machine busy | "
+                       "others' CPU |")
+            out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
             for r in self.rows["bulk"]:
                 d = direct_bulk.get(r["c"])
-                out.append("| %s | %d | %.0f | %s | %s | %.2f | %s | %s | %d | %.0f%% |" % (
+                out.append("| %s | %d | %.0f | %s | %s | %.2f | %s | %s | %d | %.0f%% | %.0f%% |" % (
                     r["peer"], r["c"], r["mbps"], " ".join("%.0f" % x for x in r["runs"]),
                     "%.2fx" % (r["mbps"] / d) if d else "-",
                     r["gb"], fmt(r["proxy_ms_gb"], 0), fmt(r["store_ms_gb"], 0), r["errors"],
-                    r["others"] * 100))
+                    r["busy"] * 100, r["others"] * 100))
             out.append("")
         if self.rows["idle"]:
             out.append("## Idle sessions (logged in, then idle)\n")
@@ -931,8 +959,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="short runs (whole benchmark < 2 minutes)")
-    ap.add_argument("--peers", default=",".join(ALL_PEERS),
-                    help="comma list from %s" % ",".join(ALL_PEERS))
+    ap.add_argument("--peers", help="comma list from %s (quick: all but nginx-buf64k)"
+                    % ",".join(ALL_PEERS))
     ap.add_argument("--modes", default=",".join(ALL_MODES), help="comma list: logins,bulk,idle")
     ap.add_argument("--login-secs", type=float, help="seconds per login run (10; quick 3)")
     ap.add_argument("--login-concurrency", type=int_list,
@@ -956,12 +984,16 @@ def main():
                     help="machine busy fraction counted as idle")
     ap.add_argument("--others-limit", type=float, default=0.15,
                     help="a run during which others used more of the machine is run again")
-    ap.add_argument("--retries", type=int, help="how many times again at most (full 3, quick 1)")
+    ap.add_argument("--retries", type=int, help="how many times again at most (full 3, quick 0)")
+    ap.add_argument("--wait-budget", type=int, help="total seconds the whole run may spend "
+                    "waiting for a quiet machine (full 3600, quick 15)")
     ap.add_argument("--users", type=int, default=200, help="users in the stores and maps")
     ap.add_argument("--step-timeout", type=float, default=10, help="per-step client timeout")
     ap.add_argument("--sy-log-level", default="notice",
                     help="Switchyard [log] level (info logs one line per login)")
     ap.add_argument("--nginx-workers", type=int, default=2)
+    ap.add_argument("--nginx-proxy-buffer", help="nginx mail proxy_buffer (default: nginx's "
+                    "own, one page); e.g. 64k")
     ap.add_argument("--switchyard", default=harness.switchyard_binary(),
                     help="switchyard binary")
     ap.add_argument("--output", default=os.path.join(BENCH, "RESULTS.md"))
@@ -978,12 +1010,14 @@ def main():
     args.bulk_concurrency = args.bulk_concurrency or ([2] if q else [1, 4])
     args.idle_sessions = args.idle_sessions or (1000 if q else 10000)
     args.repeat = args.repeat or (1 if q else 3)
-    args.retries = args.retries if args.retries is not None else (1 if q else 3)
+    args.retries = args.retries if args.retries is not None else (0 if q else 3)
+    args.wait_budget = args.wait_budget if args.wait_budget is not None else (15 if q else 3600)
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (10 if q else 120)
-    args.peers = [p for p in args.peers.split(",") if p]
+    args.peers = [p for p in (args.peers or ",".join(
+        [p for p in ALL_PEERS if not (q and p == "nginx-buf64k")])).split(",") if p]
     args.modes = [m for m in args.modes.split(",") if m]
     for p in args.peers:
-        if p not in ALL_PEERS and not re.match(r"^switchyard-w\d+$", p):
+        if p not in ALL_PEERS and not re.match(r"^(switchyard-w\d+|nginx-buf\d+k)$", p):
             ap.error("unknown peer %s" % p)
     for m in args.modes:
         if m not in ALL_MODES:
