@@ -104,6 +104,8 @@ bool MapModule::init(std::string* error) {
 }
 
 MapReply MapModule::lookup(const LookupRequest& request) {
+  // A C module would see the key cut at a NUL: such a key matches nobody.
+  if (request.key.find('\0') != std::string::npos || request.key.empty()) return MapReply{};
   std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
   if (!thread_safe_) lock.lock();
   return ext_ ? extended_lookup(request) : classic_lookup(request.key);

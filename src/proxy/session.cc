@@ -289,12 +289,16 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
   const Config& cfg = rt_.config;
   std::string key = map_key(cfg.username, user);
   phase_ = Phase::Lookup;
+  // A name with NUL, CR or LF (possible in an IMAP literal) matches nobody: C maps would
+  // see it cut at the NUL, and stores may too.
+  const bool bad_name = user.find_first_of(std::string("\0\r\n", 3)) != std::string::npos;
   LookupRequest request;
   request.key = key;
   request.protocol = protocol_;
   request.client_address = client_addr_.ip;
   request.local_address = local_addr_.ip;
-  ChainReply found = co_await rt_.lookups.lookup(std::move(request));
+  ChainReply found;
+  if (!bad_name) found = co_await rt_.lookups.lookup(std::move(request));
   std::string why;
   std::string store_user;
   std::string server;
@@ -307,7 +311,10 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
   // (if/else rather than a switch: g++ 12 mislays coroutine locals around a switch
   // whose cases co_await.)
   const LookupStatus status = found.reply.status;
-  if (status == LookupStatus::NotFound) {
+  if (bad_name) {
+    outcome = LoginOutcome::UnknownUser;
+    why = "control character in the login name";
+  } else if (status == LookupStatus::NotFound) {
     outcome = LoginOutcome::UnknownUser;
   } else if (status == LookupStatus::TempFail) {
     outcome = LoginOutcome::TempFail;
