@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 from harness import Dovecot, LineClient, Switchyard, switchyard_config  # noqa: E402
+from postgres import Postgres  # noqa: E402
 
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 HOST = "127.0.0.1"
@@ -90,6 +91,25 @@ class PerditionModulesTest(unittest.TestCase):
         self.assertRegex(r.stdout, r"gd1: found user=gd1 backend=- host=127\.0\.0\.1 port=%d"
                          % self.store1.imap_port)
         self.assertIn("nobody: not-found", r.stdout)
+
+
+    def test_postgresql_module(self):
+        # Perdition's own module pastes names into its SQL unquoted: a table with a
+        # non-reserved user column ("user" would be taken as CURRENT_USER).
+        pg = Postgres(os.path.join(self.tmp, "pg"))
+        self.addCleanup(pg.stop)
+        pg.sql("CREATE TABLE popmap (username text PRIMARY KEY, servername text, port text);"
+               "INSERT INTO popmap VALUES ('gd1', '127.0.0.1', '%d');"
+               "GRANT SELECT ON popmap TO perdition;" % self.store2.imap_port)
+        p = self.proxy("pgsql", perdition_module("postgresql"),
+                       pg.nine_fields(table="popmap", columns="servername:username:port"))
+        start = len(self.store2.log_text())
+        self.assertTrue(self.login(p.port, "gd1", "gd1-pw").startswith(b"a OK"))
+        harness.wait_for_log(self.store2.log_path, r"Login: user=<gd1>", 10, start)
+        self.assertTrue(self.login(p.port, "nobody", "x").startswith(b"a NO [AUTHENTICATIONFAILED]"))
+        pg.stop()
+        # The database down: a temporary failure, never "unknown user".
+        self.assertTrue(self.login(p.port, "ghost", "x").startswith(b"a NO [UNAVAILABLE]"))
 
 
 if __name__ == "__main__":
