@@ -8,6 +8,7 @@
 #include <memory>
 #include <cstddef>
 #include <functional>
+#include <string>
 #include <unordered_map>
 
 #include "config/config.h"
@@ -22,14 +23,19 @@ class PipePool;
 
 using Socket = asio::generic::stream_protocol::socket;
 
-// A session that has not logged in yet; a stopping worker ends these at once (with a BYE)
-// while logged-in sessions get a grace period.
-class PreLoginSession {
+// What the worker (signals, control socket) may do with a live session.
+class SessionHandle {
  public:
+  // Before login: say goodbye and close now (a stopping worker); logged-in sessions get
+  // a grace period instead.
   virtual void shut_down() = 0;
+  // Close both sides now, whatever the phase (switchyardctl kick).
+  virtual void kick() = 0;
+  virtual const std::string& user() const = 0;   // login name, "" before LOGIN
+  virtual std::string describe() const = 0;      // one line for switchyardctl who
 
  protected:
-  ~PreLoginSession() = default;
+  ~SessionHandle() = default;
 };
 
 struct Runtime {
@@ -56,7 +62,8 @@ struct Runtime {
   std::size_t sessions = 0;           // live sessions in this worker
   std::uint64_t next_session_id = 1;
   bool draining = false;              // stop accepting; exit when sessions reach 0
-  std::unordered_map<std::uint64_t, PreLoginSession*> prelogin;  // by session id
+  std::unordered_map<std::uint64_t, SessionHandle*> prelogin;  // not logged in yet, by id
+  std::unordered_map<std::uint64_t, SessionHandle*> live;      // every session, by id
   std::function<void()> on_idle;      // called when draining and the last session ends
 
   void session_started() { ++sessions; }

@@ -153,7 +153,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
         }
         if (sig != SIGUSR2) {
           // Clients still at the login prompt are told at once; relays get the grace.
-          std::vector<PreLoginSession*> waiting;
+          std::vector<SessionHandle*> waiting;
           for (auto& [id, s] : rt.prelogin) waiting.push_back(s);
           for (auto* s : waiting) s->shut_down();
           LOG_INFO("stopping: %zu sessions get %llds to finish", rt.sessions,

@@ -66,11 +66,28 @@ ProxySession::~ProxySession() {
 void ProxySession::start() {
   rt_.session_started();
   rt_.prelogin[id_] = this;
+  rt_.live[id_] = this;
   auto self = shared_from_this();
   asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) {
     self->rt_.prelogin.erase(self->id_);
+    self->rt_.live.erase(self->id_);
     self->rt_.session_ended();
   });
+}
+
+void ProxySession::kick() {
+  if (phase_ != Phase::Relay) {
+    interrupt(Interrupt::Shutdown);
+    return;
+  }
+  kicked_ = true;
+  client_.close();  // wakes both directions of the relay
+  upstream_.close();
+}
+
+std::string ProxySession::describe() const {
+  return std::to_string(id_) + " " + protocol_ + " " + phase_name(phase_) + " client=" + peer_ +
+         " user=\"" + log_quote(user_) + "\" server=" + (server_.empty() ? "-" : server_);
 }
 
 void ProxySession::set_client(Endpoint remote, Endpoint local) {
@@ -273,7 +290,7 @@ asio::awaitable<void> ProxySession::relay_phase() {
   LOG_INFO("%s session %llu closed: client=%s user=\"%s\" phase=relay reason=%s in=%llu "
            "out=%llu",
            protocol_, static_cast<unsigned long long>(id_), peer_.c_str(),
-           log_quote(user_).c_str(), ec ? "write error" : r.ended_by,
+           log_quote(user_).c_str(), kicked_ ? "kicked" : ec ? "write error" : r.ended_by,
            static_cast<unsigned long long>(r.client_to_store),
            static_cast<unsigned long long>(r.store_to_client));
   client_.close();
@@ -343,6 +360,7 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
            why.empty() ? "" : " reason=\"", log_quote(why).c_str(), why.empty() ? "" : "\"",
            client_id_.empty() ? "" : (" id=\"" + log_quote(client_id_) + "\"").c_str());
   co_await account_login(outcome);
+  if (outcome == LoginOutcome::Ok) server_ = server;
   co_return outcome;
 }
 

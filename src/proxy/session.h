@@ -45,13 +45,16 @@ enum class Next { Continue, Close, Relay };
 // Case-insensitive ASCII prefix test: `prefix` must be upper case.
 bool iequals_prefix(std::string_view s, std::string_view prefix);
 
-class ProxySession : public std::enable_shared_from_this<ProxySession>, public PreLoginSession {
+class ProxySession : public std::enable_shared_from_this<ProxySession>, public SessionHandle {
  public:
   ProxySession(Runtime& rt, Socket client, const ListenConfig& listen,
                std::shared_ptr<TlsContext> tls, const char* protocol);
   virtual ~ProxySession();
   void start();
   void shut_down() override { interrupt(Interrupt::Shutdown); }
+  void kick() override;
+  const std::string& user() const override { return user_; }
+  std::string describe() const override;
 
  protected:
   // --- the protocol's part -------------------------------------------------------
@@ -131,6 +134,8 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public P
   asio::steady_timer deadline_;
   std::shared_ptr<bool> deadline_done_ = std::make_shared<bool>(false);
   bool plaintext_listener_ok_ = false;
+  bool kicked_ = false;  // closed by switchyardctl kick
+  std::string server_;   // the store logged in to, for switchyardctl who
   ClientSlot* penalty_slot_ = nullptr;  // failed logins from this address (null: exempt)
   ClientSlot* conn_slot_ = nullptr;     // counted against max_connections_per_ip
 };

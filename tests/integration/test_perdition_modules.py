@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Dovecot, LineClient, Switchyard, switchyard_config  # noqa: E402
 from postgres import Postgres  # noqa: E402
+from slapd import Slapd  # noqa: E402
 
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 HOST = "127.0.0.1"
@@ -110,6 +111,22 @@ class PerditionModulesTest(unittest.TestCase):
         pg.stop()
         # The database down: a temporary failure, never "unknown user".
         self.assertTrue(self.login(p.port, "ghost", "x").startswith(b"a NO [UNAVAILABLE]"))
+
+
+    def test_ldap_module_with_the_host_functions(self):
+        # Perdition's LDAP module binds with LDAP v2 and calls user_server_port_*() back in
+        # the program that loaded it: Switchyard exports them.
+        slapd = Slapd(os.path.join(self.tmp, "slapd"))
+        self.addCleanup(slapd.stop)
+        slapd.add_popmap("gd1", mailhost="127.0.0.1", port=str(self.store1.imap_port))
+        slapd.add_popmap("gd2", username="renamed@127.0.0.1:%d" % self.store2.imap_port)
+        p = self.proxy("ldap", perdition_module("ldap"), slapd.map_options())
+        start = len(self.store1.log_text())
+        self.assertTrue(self.login(p.port, "gd1", "gd1-pw").startswith(b"a OK"))
+        harness.wait_for_log(self.store1.log_path, r"Login: user=<gd1>", 10, start)
+        self.login(p.port, "gd2", "gd2-pw")
+        harness.wait_for_log(p.log_path, r'user="gd2".*store_user="renamed"', 10)
+        self.assertTrue(self.login(p.port, "nobody", "x").startswith(b"a NO [AUTHENTICATIONFAILED]"))
 
 
 if __name__ == "__main__":
