@@ -225,6 +225,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
   c.path = path;
   c.workers = default_workers();
   c.map_dir = MAPSDIR;
+  c.control_dir = RUNSTATEDIR "/switchyard";
   toml::table root;
   try {
     root = toml::parse(text, path);
@@ -338,6 +339,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                     {"workers", r.integer(&c.workers, 0, 256)},
                     {"pid_file", r.str(&c.pid_file)},
                     {"map_dir", r.str(&c.map_dir)},
+                    {"control_dir", r.str(&c.control_dir)},
                     {"listen", r.tables("listen", listen)},
                     {"map", r.tables("map", map)},
                     {"username", r.table("username", username)},

@@ -97,6 +97,7 @@ struct Config {
   int workers = 1;   // 0 = serve from the master, no fork
   std::string pid_file;
   std::string map_dir;
+  std::string control_dir;  // where workers' control sockets live ("" = none)
   std::vector<ListenConfig> listen;
   std::vector<MapConfig> maps;
   UsernamePolicy username;

@@ -449,7 +449,7 @@ std::optional<std::string> format_command(const Command& cmd) {
     case Verb::Rcpt: {
       const bool mail = cmd.verb == Verb::Mail;
       // MAIL's path needs a domain or is <>; RCPT's is never <>.
-      const bool bare = cmd.address.find('@') == std::string::npos;
+      const bool bare = !split_mailbox(cmd.address);
       if (mail ? (bare && !cmd.address.empty()) : cmd.address.empty()) return std::nullopt;
       const std::optional<std::string> path = format_path(cmd.address);
       if (!path) return std::nullopt;

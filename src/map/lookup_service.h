@@ -30,6 +30,7 @@ class LookupService {
 
   asio::awaitable<ChainReply> lookup(LookupRequest request);
   void flush_cache() { cache_.clear(); }
+  std::size_t cache_size() const { return cache_.size(); }
 
  private:
   asio::awaitable<ChainReply> ask_maps(LookupRequest request);

@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "log/log.h"
 #include "map/chain.h"
+#include "master/control.h"
 #include "master/worker.h"
 #include "net/address.h"
 
@@ -184,6 +185,8 @@ class Supervisor {
     int status;
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (!config_.control_dir.empty())
+        ::unlink(control_path(config_.control_dir, static_cast<int>(pid)).c_str());
       if (draining_.erase(pid)) continue;
       for (auto& s : slots_) {
         if (s.pid != pid) continue;
@@ -302,6 +305,9 @@ int run_master(const MasterOptions& options) {
     return 1;
   }
   if (config.listen.empty()) LOG_WARN("%s: no [[listen]] configured", config.path.c_str());
+  if (!config.control_dir.empty() && ::mkdir(config.control_dir.c_str(), 0755) != 0 &&
+      errno != EEXIST)
+    LOG_WARN("cannot create %s: %s", config.control_dir.c_str(), std::strerror(errno));
   if (!options.foreground) daemonize();
   write_pid_file(config.pid_file);
   LOG_NOTICE("switchyard %s starting: %zu listeners, %d workers", PACKAGE_VERSION,

@@ -19,6 +19,7 @@
 #include "log/log.h"
 #include "map/chain.h"
 #include "map/lookup_service.h"
+#include "master/control.h"
 #include "master/runtime.h"
 #include "net/upstream.h"
 #include "relay/buffer_pool.h"
@@ -102,13 +103,16 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
     LOG_ERROR("%s", error.c_str());
     return 2;
   }
+  // One thread runs the loop and alone touches the sockets: no locking in the reactor.
+  // (Completions posted from the lookup thread still go through the locked queue.)
+  asio::io_context io(ASIO_CONCURRENCY_HINT_UNSAFE_IO);
+  // The control socket is made as root, so that only root may use it.
+  if (!config.control_dir.empty() && !open_control(io, config.control_dir, &error))
+    LOG_WARN("no control socket: %s", error.c_str());
   if (!drop_privileges(config.user, &error)) {
     LOG_ERROR("%s", error.c_str());
     return 2;
   }
-  // One thread runs the loop and alone touches the sockets: no locking in the reactor.
-  // (Completions posted from the lookup thread still go through the locked queue.)
-  asio::io_context io(ASIO_CONCURRENCY_HINT_UNSAFE_IO);
   LookupService lookups(io, chain, config.lookup);
   PipePool pipes;
   BufferPool buffers;
@@ -129,6 +133,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
 
   // Reloading is the master's job; a worker (or the single process) ignores SIGHUP.
   ::signal(SIGHUP, SIG_IGN);
+  serve_control(rt);
   for (const auto& [name, b] : config.backends)
     if (b.check_interval.count() > 0 && b.imap.rfind("unix:", 0) != 0)
       asio::co_spawn(io, check_backend(rt, b), asio::detached);

@@ -283,5 +283,40 @@ class DaemonTest(unittest.TestCase):
                              % store.imap_port, 10)
 
 
+    # -- switchyardctl -------------------------------------------------------------
+
+    def test_switchyardctl_status_who_kick_flush_reload(self):
+        ctl_dir = os.path.join(self.tmp, "ctl")
+        pid_file = os.path.join(self.tmp, "ctl.pid")
+        port = harness.free_port()
+        config = switchyard_config(port, maps=[("sqlite", self.map_path)], backends=self.backends,
+                                   workers=2, extra_top='control_dir = %s\npid_file = %s\n'
+                                   % (harness.toml_string(ctl_dir), harness.toml_string(pid_file)))
+        p = Switchyard(None, os.path.join(self.tmp, "ctl-proxy"), config)
+        self.addCleanup(p.stop)
+        tool = os.path.join(harness.build_dir(), "switchyardctl")
+
+        def ctl(*args):
+            return subprocess.run([tool, "-c", p.conf_path] + list(args), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, timeout=30)
+        harness.wait_until(lambda: ctl("status").stdout.count("worker ") == 2, 10, "two workers")
+        client = LineClient(HOST, p.port)
+        self.addCleanup(client.close)
+        client.readline()
+        _, tagged = client.command("a", b"LOGIN ann ann-pw")
+        self.assertTrue(tagged.startswith(b"a OK"))
+        who = ctl("who").stdout
+        self.assertRegex(who, r"\d+ imap relay client=127\.0\.0\.1:\d+ user=\"ann\" server=127")
+        r = ctl("kick", "ann")
+        self.assertEqual(r.stdout.strip(), "kicked 1 sessions", r.stdout)
+        self.assertEqual(client.wait_eof(5.0), b"", "the kicked client sees its connection end")
+        harness.wait_for_log(p.log_path, r'user="ann" phase=relay reason=kicked', 10)
+        self.assertNotIn("ann", ctl("who").stdout)
+        self.assertEqual(ctl("flush").stdout.strip(), "flushed 2 workers")
+        self.assertEqual(ctl("reload").returncode, 0)
+        harness.wait_for_log(p.log_path, r"configuration reloaded", 10)
+        self.assertEqual(ctl("bogus").returncode, 64)
+
+
 if __name__ == "__main__":
     unittest.main()

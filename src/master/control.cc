@@ -1,0 +1,101 @@
+// Worker control socket (see control.h).
+#include "master/control.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <vector>
+
+#include "log/log.h"
+#include "map/lookup_service.h"
+
+namespace sy {
+namespace {
+
+using Local = asio::local::stream_protocol;
+std::unique_ptr<Local::acceptor> g_acceptor;  // one per worker process
+
+std::string answer(Runtime& rt, const std::string& line) {
+  std::string cmd = line.substr(0, line.find(' '));
+  std::string arg = line.size() > cmd.size() ? line.substr(cmd.size() + 1) : std::string();
+  std::string out;
+  if (cmd == "status") {
+    out = "worker " + std::to_string(::getpid()) + " sessions " + std::to_string(rt.sessions) +
+          " prelogin " + std::to_string(rt.prelogin.size()) + " cache " +
+          std::to_string(rt.lookups.cache_size()) + "\n";
+  } else if (cmd == "who") {
+    for (const auto& [id, s] : rt.live) out += s->describe() + "\n";
+  } else if (cmd == "kick" && !arg.empty()) {
+    std::vector<SessionHandle*> victims;
+    for (const auto& [id, s] : rt.live)
+      if (s->user() == arg) victims.push_back(s);
+    for (auto* s : victims) s->kick();
+    out = "kicked " + std::to_string(victims.size()) + "\n";
+    if (!victims.empty())
+      LOG_NOTICE("control: kicked %zu sessions of \"%s\"", victims.size(),
+                 log_quote(arg).c_str());
+  } else if (cmd == "flush") {
+    rt.lookups.flush_cache();
+    out = "flushed\n";
+  } else {
+    out = "error unknown command\n";
+  }
+  return out + ".\n";
+}
+
+asio::awaitable<void> serve_one(Runtime& rt, Local::socket s) {
+  std::string line;
+  char buf[512];
+  for (;;) {
+    std::error_code ec;
+    std::size_t n = co_await s.async_read_some(asio::buffer(buf),
+                                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
+    line.append(buf, n);
+    if (line.find('\n') != std::string::npos || line.size() > 1024) break;
+  }
+  line.resize(line.find_first_of("\r\n") == std::string::npos ? line.size()
+                                                                : line.find_first_of("\r\n"));
+  std::string reply = answer(rt, line);
+  std::error_code ec;
+  co_await asio::async_write(s, asio::buffer(reply), asio::redirect_error(asio::use_awaitable, ec));
+}
+
+asio::awaitable<void> accept_control(Runtime& rt) {
+  for (;;) {
+    std::error_code ec;
+    Local::socket s = co_await g_acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
+    asio::co_spawn(rt.io, serve_one(rt, std::move(s)), asio::detached);
+  }
+}
+
+}  // namespace
+
+std::string control_path(const std::string& dir, int pid) {
+  return dir + "/worker-" + std::to_string(pid) + ".sock";
+}
+
+bool open_control(asio::io_context& io, const std::string& dir, std::string* error) {
+  std::string path = control_path(dir, ::getpid());
+  ::unlink(path.c_str());
+  std::error_code ec;
+  auto acc = std::make_unique<Local::acceptor>(io);
+  acc->open(Local(), ec);
+  if (!ec) acc->bind(Local::endpoint(path), ec);
+  if (!ec) acc->listen(16, ec);
+  if (ec) {
+    *error = path + ": " + ec.message();
+    return false;
+  }
+  ::chmod(path.c_str(), 0600);
+  g_acceptor = std::move(acc);
+  return true;
+}
+
+void serve_control(Runtime& rt) {
+  if (g_acceptor) asio::co_spawn(rt.io, accept_control(rt), asio::detached);
+}
+
+}  // namespace sy
