@@ -239,7 +239,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
     ListenConfig l;
     l.line = static_cast<int>(t.source().begin.line);
     if (!r.walk(t, "listen",
-                {{"protocol", r.str(&l.protocol, {"imap", "imaps", "pop3", "pop3s"})},
+                {{"protocol", r.str(&l.protocol, {"imap", "imaps", "pop3", "pop3s", "socketmap"})},
                  {"address", r.str(&l.address)},
                  {"allow_plaintext_auth", r.opt_boolean(&l.allow_plaintext_auth)},
                  {"tls_cert", r.str(&l.tls_cert)},

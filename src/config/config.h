@@ -18,7 +18,7 @@
 namespace sy {
 
 struct ListenConfig {
-  std::string protocol;                       // imap, imaps, pop3, pop3s
+  std::string protocol;                       // imap, imaps, pop3, pop3s, socketmap
   std::string address;                        // "127.0.0.1:1143", "[::1]:1143", "unix:/path"
   std::optional<bool> allow_plaintext_auth;   // unset: loopback clients or after TLS only
   std::string tls_cert;                       // overrides [tls] cert/key for this listener

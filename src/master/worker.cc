@@ -16,6 +16,7 @@
 
 #include "imap/session.h"
 #include "pop3/session.h"
+#include "socketmap/session.h"
 #include "log/log.h"
 #include "map/chain.h"
 #include "map/lookup_service.h"
@@ -47,7 +48,9 @@ asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundLi
       continue;
     }
     // (TCP_NODELAY comes from the listening socket: Linux passes it on to accepted ones.)
-    if (listen.protocol == "pop3" || listen.protocol == "pop3s")
+    if (listen.protocol == "socketmap")
+      start_socketmap_session(rt, std::move(s), listen);
+    else if (listen.protocol == "pop3" || listen.protocol == "pop3s")
       start_pop3_session(rt, std::move(s), listen, l.tls);
     else
       start_imap_session(rt, std::move(s), listen, l.tls);
