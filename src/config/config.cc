@@ -239,7 +239,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
     ListenConfig l;
     l.line = static_cast<int>(t.source().begin.line);
     if (!r.walk(t, "listen",
-                {{"protocol", r.str(&l.protocol, {"imap", "imaps", "pop3", "pop3s", "socketmap"})},
+                {{"protocol", r.str(&l.protocol, {"imap", "imaps", "pop3", "pop3s", "lmtp", "socketmap"})},
                  {"address", r.str(&l.address)},
                  {"allow_plaintext_auth", r.opt_boolean(&l.allow_plaintext_auth)},
                  {"tls_cert", r.str(&l.tls_cert)},
@@ -326,6 +326,16 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"min_version", r.str(&c.tls.min_version, {"TLSv1.2", "TLSv1.3"})},
                    {"ciphers", r.str(&c.tls.ciphers)}});
   };
+  auto lmtp = [&](const toml::table& t) {
+    LmtpConfig& l = c.lmtp;
+    return r.walk(t, "lmtp",
+                  {{"max_message_size", r.integer(&l.max_message_size, 1024, 1ll << 40)},
+                   {"max_recipients", r.integer(&l.max_recipients, 1, 100000)},
+                   {"spool_dir", r.str(&l.spool_dir)},
+                   {"spool_memory", r.integer(&l.spool_memory, 0, 1ll << 32)},
+                   {"store_timeout", r.duration(&l.store_timeout)},
+                   {"hostname", r.str(&l.hostname)}});
+  };
   auto log = [&](const toml::table& t) {
     return r.walk(t, "log",
                   {{"target", r.str(&c.log.target, {"syslog", "stderr"})},
@@ -347,6 +357,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                     {"limits", r.table("limits", limits)},
                     {"backend", r.table("backend", backends)},
                     {"tls", r.table("tls", tls)},
+                    {"lmtp", r.table("lmtp", lmtp)},
                     {"log", r.table("log", log)}});
   if (!ok || !check(r, &c)) return false;
   *out = std::move(c);

@@ -18,7 +18,7 @@
 namespace sy {
 
 struct ListenConfig {
-  std::string protocol;                       // imap, imaps, pop3, pop3s, socketmap
+  std::string protocol;                       // imap, imaps, pop3, pop3s, lmtp, socketmap
   std::string address;                        // "127.0.0.1:1143", "[::1]:1143", "unix:/path"
   std::optional<bool> allow_plaintext_auth;   // unset: loopback clients or after TLS only
   std::string tls_cert;                       // overrides [tls] cert/key for this listener
@@ -85,6 +85,15 @@ struct LimitsConfig {
   std::vector<Cidr> auth_failure_exempt = {*Cidr::parse("127.0.0.0/8"), *Cidr::parse("::1")};
 };
 
+struct LmtpConfig {
+  std::uint64_t max_message_size = 50 * 1024 * 1024;  // bytes; SIZE advertised
+  int max_recipients = 1000;                           // per transaction
+  std::string spool_dir = "/tmp";                      // for messages over spool_memory
+  std::size_t spool_memory = 1024 * 1024;              // bytes kept in memory per message
+  Millis store_timeout{120000};                        // a store's answer, each step
+  std::string hostname;                                // in greetings ("" = gethostname)
+};
+
 struct LogConfig {
   std::string target = "syslog";  // syslog | stderr
   std::string level = "info";     // debug | info | notice | warning | error
@@ -105,6 +114,7 @@ struct Config {
   LimitsConfig limits;
   std::map<std::string, BackendConfig> backends;
   TlsConfig tls;
+  LmtpConfig lmtp;
   LogConfig log;
 };
 

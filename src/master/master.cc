@@ -213,9 +213,12 @@ class Supervisor {
       return;
     }
     if (fresh.workers == 0) fresh.workers = 1;
+    // Certificates first (on unbound copies), so a bad one changes nothing at all.
     std::vector<BoundListener> listeners;
     std::shared_ptr<TlsContext> store_tls;
-    if (!bind_all(fresh, bound_, &listeners, &error) ||
+    for (const auto& l : fresh.listen) listeners.push_back(BoundListener{l, -1, nullptr});
+    if (!load_tls(fresh, &listeners, &store_tls, &error) ||
+        !bind_all(fresh, bound_, &listeners, &error) ||
         !load_tls(fresh, &listeners, &store_tls, &error)) {
       LOG_ERROR("reload refused, keeping the running config: %s", error.c_str());
       return;

@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "imap/session.h"
+#include "lmtp/session.h"
 #include "pop3/session.h"
 #include "socketmap/session.h"
 #include "log/log.h"
@@ -48,7 +49,9 @@ asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundLi
       continue;
     }
     // (TCP_NODELAY comes from the listening socket: Linux passes it on to accepted ones.)
-    if (listen.protocol == "socketmap")
+    if (listen.protocol == "lmtp")
+      start_lmtp_session(rt, std::move(s), listen);
+    else if (listen.protocol == "socketmap")
       start_socketmap_session(rt, std::move(s), listen);
     else if (listen.protocol == "pop3" || listen.protocol == "pop3s")
       start_pop3_session(rt, std::move(s), listen, l.tls);

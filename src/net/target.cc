@@ -42,7 +42,9 @@ Target resolve_target(const Config& config, const MapAnswer& answer, Service ser
     t.hosts = {answer.host};
     t.port = default_port(service);
   }
-  if (!answer.port.empty()) t.port = answer.port;
+  // A port in the answer is the login port (Perdition's meaning): mail goes to the back
+  // end's LMTP port, or the LMTP default.
+  if (!answer.port.empty() && service != Service::Lmtp) t.port = answer.port;
   if (t.backend.empty()) {
     for (const MapAnswer& m : more) {
       t.hosts.push_back(m.host);

@@ -25,7 +25,8 @@ struct Target {
   bool forward_client_ip = false;
 };
 
-// The map's host may name a back end; a port in the answer overrides the back end's.
+// The map's host may name a back end; a port in the answer overrides the back end's for
+// IMAP and POP3 (it is a login port: LMTP keeps the back end's lmtp port or 24).
 // `more` (from an extended map) adds fail-over hosts after a plain host.
 Target resolve_target(const Config& config, const MapAnswer& answer, Service service,
                       const std::vector<MapAnswer>& more = {});

@@ -225,6 +225,7 @@ asio::awaitable<LoginOutcome> Pop3Session::store_login(const Target& t, const st
   }
   if (has_line_break(user) || has_line_break(password)) {
     *why = "user name or password with a line break";
+    *reply = "-ERR [AUTH] Authentication failed.\r\n";
     co_return LoginOutcome::Failed;
   }
   // One write: XCLIENT (when wanted and offered), then the login; the answers are read in

@@ -47,8 +47,8 @@ TEST(SocketmapReply, TransportIsTheBackendsLmtpNextHop) {
 TEST(SocketmapReply, TransportForAPlainHostUsesItsPortOrLmtpDefault) {
   EXPECT_EQ(sy::socketmap_reply(config(), "transport", found("", "mail.example", "")),
             "OK lmtp:inet:mail.example:24");
-  EXPECT_EQ(sy::socketmap_reply(config(), "transport", found("", "::1", "2424")),
-            "OK lmtp:inet:[::1]:2424");
+  EXPECT_EQ(sy::socketmap_reply(config(), "transport", found("", "::1", "143")),
+            "OK lmtp:inet:[::1]:24");  // the answer's port is a login port
 }
 
 TEST(SocketmapReply, MailboxAndBackendTables) {
