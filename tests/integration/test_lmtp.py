@@ -120,6 +120,18 @@ class LmtpRouterTest(unittest.TestCase):
         self.assertIn("multi", self.imap_subjects("amy@example.test", "amy-pw"))
         self.assertIn("multi", self.imap_subjects("bea@example.test", "bea-pw"))
 
+    def test_a_user_on_hold_is_turned_away_everywhere(self):
+        c = self.lmtp()
+        c.docmd("MAIL", "FROM:<sender@example.test>")
+        code, text = c.docmd("RCPT", "TO:<moving@example.test>")
+        self.assertEqual((code, text[:5]), (451, b"4.2.1"))
+        conn = imaplib.IMAP4(HOST, self.imap_port, timeout=20)
+        try:
+            with self.assertRaisesRegex(imaplib.IMAP4.error, r"UNAVAILABLE"):
+                conn.login("moving@example.test", "x")
+        finally:
+            conn.shutdown()
+
     def test_replies_come_per_recipient_in_rcpt_order_with_the_stores_verdict(self):
         c = self.lmtp()
         c.docmd("MAIL", "FROM:<sender@example.test>")
