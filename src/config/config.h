@@ -78,6 +78,7 @@ struct LimitsConfig {
   std::size_t max_line_length = 8192;
   std::size_t max_literal_size = 8192;
   // Failed logins per client address: a doubling delay, then a temporary block.
+  Millis drain_timeout{3600000};  // after a reload, old workers' sessions may last this long
   Millis auth_failure_delay{1000};
   Millis auth_failure_delay_max{15000};
   int auth_failure_block_after = 20;  // 0: never block

@@ -174,7 +174,14 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
             if (!e) io.stop();
           });
         } else {
-          LOG_INFO("draining: %zu sessions left", rt.sessions);
+          // After a reload, old sessions (an IDLE, a Postfix connection) may finish on
+          // their own terms, but not forever: past drain_timeout they are closed.
+          LOG_INFO("draining: %zu sessions left, at most %s", rt.sessions,
+                   format_duration(config.limits.drain_timeout).c_str());
+          grace.expires_after(config.limits.drain_timeout);
+          grace.async_wait([&](const std::error_code& e) {
+            if (!e) io.stop();
+          });
         }
         signals.async_wait(on_signal);
       };

@@ -126,6 +126,23 @@ class DaemonTest(unittest.TestCase):
         wait_until(lambda: old[0] not in workers_of(p), 10, "the old worker to exit")
         self.assertIn("configuration reloaded", p.log_text())
 
+    def test_old_workers_close_their_sessions_after_drain_timeout(self):
+        port = harness.free_port()
+        config = switchyard_config(port, maps=[("sqlite", self.map_path)], backends=self.backends,
+                                   workers=1, limits={"drain_timeout": "1s"})
+        p = Switchyard(None, os.path.join(self.tmp, "drain"), config)
+        self.addCleanup(p.stop)
+        wait_until(lambda: len(workers_of(p)) == 1, 10, "a worker")
+        old = workers_of(p)
+        client = LineClient(HOST, port)
+        self.addCleanup(client.close)
+        client.readline()
+        _, tagged = client.command("a", b"LOGIN ann ann-pw")
+        self.assertTrue(tagged.startswith(b"a OK"))
+        os.kill(p.pid, signal.SIGHUP)
+        client.wait_eof(10.0)  # closed by the old worker once drain_timeout ran out
+        wait_until(lambda: old[0] not in workers_of(p), 10, "the old worker to exit")
+
     def test_sighup_with_a_broken_config_keeps_the_running_one(self):
         p = self.proxy("badreload", workers=1)
         wait_until(lambda: len(workers_of(p)) == 1, 10, "a worker")
