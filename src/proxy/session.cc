@@ -70,9 +70,25 @@ void ProxySession::start() {
   auto self = shared_from_this();
   asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) {
     self->rt_.prelogin.erase(self->id_);
-    self->rt_.live.erase(self->id_);
-    self->rt_.session_ended();
+    if (!self->splicing_) self->end_session();
   });
+}
+
+void ProxySession::end_session() {
+  rt_.live.erase(id_);
+  rt_.session_ended();
+}
+
+void ProxySession::log_relay_end(const RelayResult& r, bool write_error) {
+  LOG_INFO("%s session %llu closed: client=%s user=\"%s\" phase=relay reason=%s in=%llu "
+           "out=%llu",
+           protocol_, static_cast<unsigned long long>(id_), peer_.c_str(),
+           log_quote(user_).c_str(), kicked_ ? "kicked" : write_error ? "write error" : r.ended_by,
+           static_cast<unsigned long long>(r.client_to_store),
+           static_cast<unsigned long long>(r.store_to_client));
+  client_.close();
+  upstream_.close();
+  phase_ = Phase::Done;
 }
 
 void ProxySession::kick() {
@@ -285,17 +301,27 @@ asio::awaitable<void> ProxySession::relay_phase() {
   if (!ec && !upbuf_.empty()) co_await client_.write_all(asio::buffer(upbuf_), ec);
   std::string().swap(inbuf_);
   std::string().swap(upbuf_);
+  client_id_.clear();
+  client_id_.shrink_to_fit();
   RelayResult r;
-  if (!ec) r = co_await relay(rt_, client_, upstream_, limits_.idle_timeout);
-  LOG_INFO("%s session %llu closed: client=%s user=\"%s\" phase=relay reason=%s in=%llu "
-           "out=%llu",
-           protocol_, static_cast<unsigned long long>(id_), peer_.c_str(),
-           log_quote(user_).c_str(), kicked_ ? "kicked" : ec ? "write error" : r.ended_by,
-           static_cast<unsigned long long>(r.client_to_store),
-           static_cast<unsigned long long>(r.store_to_client));
-  client_.close();
-  upstream_.close();
-  phase_ = Phase::Done;
+  if (ec) {
+    log_relay_end(r, true);
+    co_return;
+  }
+  if (!client_.is_tls() && !upstream_.is_tls()) {
+    // Plain on both sides: hand over to the callback relay and let this coroutine (and
+    // its frame) end, so an idle session keeps only the relay's small state.
+    splicing_ = true;
+    start_splice_relay(rt_, client_.socket(), upstream_.socket(), limits_.idle_timeout,
+                       [self = shared_from_this()](const RelayResult& result) {
+                         self->log_relay_end(result, false);
+                         self->splicing_ = false;
+                         self->end_session();
+                       });
+    co_return;
+  }
+  r = co_await relay(rt_, client_, upstream_, limits_.idle_timeout);
+  log_relay_end(r, false);
 }
 
 asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string password,

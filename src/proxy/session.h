@@ -19,6 +19,7 @@
 #include "net/address.h"
 #include "net/stream.h"
 #include "net/target.h"
+#include "relay/relay.h"
 #include "tls/tls.h"
 
 namespace sy {
@@ -120,6 +121,8 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
  private:
   asio::awaitable<void> run();
   asio::awaitable<void> relay_phase();
+  void end_session();  // the session is over: off the worker's books
+  void log_relay_end(const RelayResult& r, bool write_error);
   void arm_login_deadline();
   void interrupt(Interrupt why);
   void set_client(Endpoint remote, Endpoint local);
@@ -135,6 +138,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   std::shared_ptr<bool> deadline_done_ = std::make_shared<bool>(false);
   bool plaintext_listener_ok_ = false;
   bool kicked_ = false;  // closed by switchyardctl kick
+  bool splicing_ = false;  // the callback relay runs (and owns a reference to us)
   std::string server_;   // the store logged in to, for switchyardctl who
   ClientSlot* penalty_slot_ = nullptr;  // failed logins from this address (null: exempt)
   ClientSlot* conn_slot_ = nullptr;     // counted against max_connections_per_ip

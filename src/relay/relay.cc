@@ -154,4 +154,135 @@ asio::awaitable<RelayResult> relay(Runtime& rt, Stream& client_stream, Stream& s
   co_return st.result;
 }
 
+namespace {
+
+// The callback form of the splice pump: per direction, wait for the source to be readable,
+// splice a chunk through a pooled pipe, wait for the sink when it is full, repeat.
+class SpliceRelay : public std::enable_shared_from_this<SpliceRelay> {
+ public:
+  SpliceRelay(Runtime& rt, Socket& client, Socket& store, Millis idle,
+              std::function<void(const RelayResult&)> done)
+      : rt_(rt),
+        idle_(idle),
+        timer_(rt.io),
+        done_(std::move(done)),
+        dirs_{Direction{client, store, true}, Direction{store, client, false}} {}
+
+  void start() {
+    wait_read(dirs_[0]);
+    wait_read(dirs_[1]);
+    arm_timer();
+  }
+
+ private:
+  struct Direction {
+    Direction(Socket& f, Socket& t, bool c) : from(f), to(t), from_client(c) {}
+    Socket& from;
+    Socket& to;
+    bool from_client;
+    Pipe pipe;
+    std::size_t pending = 0;  // bytes in the pipe not yet written
+    std::uint64_t moved = 0;
+  };
+
+  void wait_read(Direction& d) {
+    d.from.async_wait(Socket::wait_read,
+                      [self = shared_from_this(), &d](const std::error_code& ec) {
+                        if (ec) return self->finish(d, PumpEnd::Cancelled);
+                        self->pull(d);
+                      });
+  }
+
+  void pull(Direction& d) {
+    d.pipe = rt_.pipes.take();
+    if (!d.pipe.valid()) return finish(d, PumpEnd::NoPipe);
+    ssize_t n = ::splice(d.from.native_handle(), nullptr, d.pipe.write_fd, nullptr,
+                         rt_.pipes.capacity(), SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n <= 0) {
+      int err = errno;
+      rt_.pipes.give(d.pipe);
+      d.pipe = Pipe{};
+      if (n == 0) return finish(d, PumpEnd::SourceClosed);
+      if (err == EAGAIN || err == EINTR) return wait_read(d);
+      return finish(d, PumpEnd::SourceError);
+    }
+    last_activity_ = Clock::now();
+    d.pending = static_cast<std::size_t>(n);
+    push(d);
+  }
+
+  void push(Direction& d) {
+    while (d.pending > 0) {
+      ssize_t m = ::splice(d.pipe.read_fd, nullptr, d.to.native_handle(), nullptr, d.pending,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (m > 0) {
+        d.pending -= static_cast<std::size_t>(m);
+        d.moved += static_cast<std::uint64_t>(m);
+        continue;
+      }
+      if (m < 0 && (errno == EAGAIN || errno == EINTR)) {
+        d.to.async_wait(Socket::wait_write,
+                        [self = shared_from_this(), &d](const std::error_code& ec) {
+                          if (ec) return self->finish(d, PumpEnd::Cancelled);
+                          self->push(d);
+                        });
+        return;
+      }
+      return finish(d, PumpEnd::SinkError);
+    }
+    rt_.pipes.give(d.pipe);
+    d.pipe = Pipe{};
+    wait_read(d);
+  }
+
+  void finish(Direction& d, PumpEnd how) {
+    if (d.pipe.valid()) {
+      PipePool::destroy(d.pipe);  // may still hold bytes nobody will read
+      d.pipe = Pipe{};
+    }
+    if (!ended_by_) {
+      ended_by_ = describe(how, d.from_client);
+      std::error_code ignored;
+      dirs_[0].from.close(ignored);  // wakes the other direction
+      dirs_[1].from.close(ignored);
+    }
+    if (--running_ > 0) return;
+    timer_.cancel();
+    RelayResult r;
+    r.client_to_store = dirs_[0].moved;
+    r.store_to_client = dirs_[1].moved;
+    r.ended_by = ended_by_;
+    auto done = std::move(done_);
+    done(r);
+  }
+
+  void arm_timer() {
+    timer_.expires_at(last_activity_ + idle_);
+    timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+      if (ec || self->running_ == 0) return;
+      if (Clock::now() - self->last_activity_ < self->idle_) return self->arm_timer();
+      if (!self->ended_by_) self->ended_by_ = "idle timeout";
+      std::error_code ignored;
+      self->dirs_[0].from.close(ignored);
+      self->dirs_[1].from.close(ignored);
+    });
+  }
+
+  Runtime& rt_;
+  Millis idle_;
+  asio::steady_timer timer_;
+  std::function<void(const RelayResult&)> done_;
+  Direction dirs_[2];
+  Clock::time_point last_activity_ = Clock::now();
+  int running_ = 2;
+  const char* ended_by_ = nullptr;
+};
+
+}  // namespace
+
+void start_splice_relay(Runtime& rt, Socket& client, Socket& store, Millis idle_timeout,
+                        std::function<void(const RelayResult&)> done) {
+  std::make_shared<SpliceRelay>(rt, client, store, idle_timeout, std::move(done))->start();
+}
+
 }  // namespace sy

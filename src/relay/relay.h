@@ -10,6 +10,7 @@
 #define SWITCHYARD_RELAY_RELAY_H
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "config/duration.h"
@@ -26,6 +27,13 @@ struct RelayResult {
 
 // Both sockets must be connected. Returns when the relay is over; both are closed then.
 asio::awaitable<RelayResult> relay(Runtime& rt, Stream& client, Stream& store, Millis idle_timeout);
+
+// The same for two plain sockets, without coroutines: a few hundred bytes of state and
+// one readiness wait per direction are all an idle session holds. `done` runs once, on
+// the loop, when the relay is over (both sockets closed); whatever it captures stays
+// alive until then. The sockets must outlive the relay.
+void start_splice_relay(Runtime& rt, Socket& client, Socket& store, Millis idle_timeout,
+                        std::function<void(const RelayResult&)> done);
 
 }  // namespace sy
 

@@ -143,6 +143,22 @@ class DaemonTest(unittest.TestCase):
         client.wait_eof(10.0)  # closed by the old worker once drain_timeout ran out
         wait_until(lambda: old[0] not in workers_of(p), 10, "the old worker to exit")
 
+    def test_idle_timeout_ends_a_silent_logged_in_session(self):
+        port = harness.free_port()
+        config = switchyard_config(port, maps=[("sqlite", self.map_path)], backends=self.backends,
+                                   workers=1, limits={"idle_timeout": "1s"})
+        p = Switchyard(None, os.path.join(self.tmp, "idle"), config)
+        self.addCleanup(p.stop)
+        client = LineClient(HOST, port)
+        self.addCleanup(client.close)
+        client.readline()
+        _, tagged = client.command("a", b"LOGIN ann ann-pw")
+        self.assertTrue(tagged.startswith(b"a OK"))
+        _, tagged = client.command("b", b"NOOP")  # traffic keeps it alive
+        self.assertTrue(tagged.startswith(b"b OK"))
+        client.wait_eof(10.0)
+        harness.wait_for_log(p.log_path, r'user="ann" phase=relay reason=idle timeout', 10)
+
     def test_sighup_with_a_broken_config_keeps_the_running_one(self):
         p = self.proxy("badreload", workers=1)
         wait_until(lambda: len(workers_of(p)) == 1, 10, "a worker")
