@@ -200,6 +200,25 @@ class PgsqlMapTest(unittest.TestCase):
         self.assertLoginOk(p.port, "ann", "ann-pw", self.store1)
         self.assertLoginOk(p.port, "cid", "cid-pw", self.store2)
 
+    def test_cached_users_go_on_during_an_outage(self):
+        # With the cache on: users seen recently still log in while PostgreSQL is down
+        # (stale answers), the others get NO [UNAVAILABLE], and all is well once it is back.
+        conf = switchyard_config(harness.free_port(), maps=[("pgsql", self.pg.nine_fields())],
+                                 backends=self.backends, workers=1,
+                                 extra='[lookup]\ncache_ttl = "0s"\nstale_ttl = "1h"\n')
+        p = Switchyard(None, os.path.join(self.tmp, "stale"), conf)
+        self.addCleanup(p.stop)
+        self.assertLoginOk(p.port, "ann", "ann-pw", self.store1)
+        self.pg.stop()
+        try:
+            self.assertLoginOk(p.port, "ann", "ann-pw", self.store1)
+            wait_for_log(p.log_text, r'user="ann".*map=pgsql\(stale\) result=ok', 10)
+            tagged = login(p.port, "cid", "cid-pw")
+            self.assertTrue(tagged.startswith(b"a NO [UNAVAILABLE]"), tagged)
+        finally:
+            self.pg.start()
+        self.assertLoginOk(p.port, "cid", "cid-pw", self.store2)
+
     def test_server_restart_between_logins_is_invisible(self):
         p = self.proxy("restart", self.pg.nine_fields())
         self.assertLoginOk(p.port, "ann", "ann-pw", self.store1)
