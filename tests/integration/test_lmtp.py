@@ -172,6 +172,22 @@ class LmtpRouterTest(unittest.TestCase):
         got = stored.split(b"\n\n", 1)[1]
         self.assertEqual(got, want.replace(b"\r\n", b"\n"))
 
+    def test_store_connections_are_reused_across_messages(self):
+        def connects():
+            return self.store1.log_text().count("lmtp(") and len(
+                re.findall(r"lmtp\(\d+\): Info: Connect from", self.store1.log_text()))
+        c = self.lmtp()
+        before = None
+        for i in range(4):
+            c.docmd("MAIL", "FROM:<sender@example.test>")
+            c.docmd("RCPT", "TO:<amy@example.test>")
+            self.assertEqual(c.docmd("DATA")[0], 354)
+            c.send(message("reuse-%d" % i, "amy@example.test") + b"\r\n.\r\n")
+            self.assertEqual(c.getreply()[0], 250)
+            if before is None:
+                before = connects()
+        self.assertEqual(connects(), before, "messages 2-4 went over the first connection")
+
     def test_client_leaving_during_data_delivers_nothing(self):
         before = len(self.store1.mailbox_files("amy"))
         s = socket.create_connection((HOST, self.lmtp_port), timeout=10)
