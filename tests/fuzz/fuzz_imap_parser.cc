@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "imap/parser.h"
+#include "splits.h"
 
 namespace {
 
@@ -225,19 +226,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (r.event == Event::Command) check_round_trip(r.command);
   }
 
-  // Pieces of 1..16 bytes (and empty feeds) derived from the first bytes of the stream.
-  std::vector<std::size_t> sizes;
-  for (std::size_t i = 0; i < 3 && i < stream.size(); ++i) {
-    sizes.push_back(static_cast<unsigned char>(stream[i]) % 17);
-  }
-  sizes.push_back(1);
-  CHECK(run(stream, sizes, sel) == whole);
-  // Byte at a time is the most demanding resumption pattern; keep it to moderate inputs.
-  if (stream.size() <= 4096) CHECK(run(stream, {1}, sel) == whole);
-  // Two halves split in the middle.
-  if (stream.size() >= 2) {
-    const std::size_t half = stream.size() / 2;
-    CHECK(run(stream, {half, stream.size() - half}, sel) == whole);
-  }
+  // Pieces derived from the input, one byte at a time, and two halves.
+  sy::fuzz::for_each_split(stream, [&](const std::vector<std::size_t>& sizes) {
+    CHECK(run(stream, sizes, sel) == whole);
+  });
   return 0;
 }

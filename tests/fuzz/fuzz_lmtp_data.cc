@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "lmtp/data.h"
+#include "splits.h"
 
 namespace {
 
@@ -175,11 +176,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::uint64_t max_size = data[0] & 0x80 ? 0 : data[0];
   const std::string_view stream(reinterpret_cast<const char*>(data) + 1, size - 1);
 
-  std::vector<std::size_t> sizes;
-  for (std::size_t k = 0; k < 3 && k < stream.size(); ++k) {
-    sizes.push_back(static_cast<unsigned char>(stream[k]) % 17);
-  }
-  sizes.push_back(1);
+  const std::vector<std::size_t> sizes = sy::fuzz::derived_sizes(stream);
 
   // Decoding, split-independent and against the reference.
   const Result whole = decode(stream, {}, max_size, false);

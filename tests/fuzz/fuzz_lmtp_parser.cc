@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "lmtp/parser.h"
+#include "splits.h"
 
 namespace {
 
@@ -205,17 +206,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (r.event == Event::Command) check_round_trip(r.command);
   }
 
-  // Pieces of 1..16 bytes (and empty feeds) derived from the first bytes of the stream.
-  std::vector<std::size_t> sizes;
-  for (std::size_t k = 0; k < 3 && k < stream.size(); ++k) {
-    sizes.push_back(static_cast<unsigned char>(stream[k]) % 17);
-  }
-  sizes.push_back(1);
-  CHECK(run(stream, sizes, lim) == whole);
-  if (stream.size() <= 4096) CHECK(run(stream, {1}, lim) == whole);
-  if (stream.size() >= 2) {
-    const std::size_t half = stream.size() / 2;
-    CHECK(run(stream, {half, stream.size() - half}, lim) == whole);
-  }
+  // Pieces derived from the input, one byte at a time, and two halves.
+  sy::fuzz::for_each_split(stream, [&](const std::vector<std::size_t>& sizes) {
+    CHECK(run(stream, sizes, lim) == whole);
+  });
   return 0;
 }

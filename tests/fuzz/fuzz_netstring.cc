@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/netstring.h"
+#include "splits.h"
 
 namespace {
 
@@ -173,11 +174,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (r.event == NetstringEvent::Complete) check_split(r.payload);
   }
 
-  std::vector<std::size_t> sizes;
-  for (std::size_t k = 0; k < 3 && k < stream.size(); ++k) {
-    sizes.push_back(static_cast<unsigned char>(stream[k]) % 17);
-  }
-  sizes.push_back(1);
+  const std::vector<std::size_t> sizes = sy::fuzz::derived_sizes(stream);
   CHECK(run(stream, sizes, max) == whole);
   if (stream.size() <= 4096) CHECK(run(stream, {1}, max) == whole);
 

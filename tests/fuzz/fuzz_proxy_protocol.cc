@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "net/proxy_protocol.h"
+#include "splits.h"
 
 namespace {
 
@@ -243,11 +244,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     CHECK(shorter.status == ProxyResult::NeedMore && shorter.offset == whole.offset - 1);
   }
 
-  std::vector<std::size_t> sizes;
-  for (std::size_t i = 0; i < 3 && i < stream.size(); ++i) {
-    sizes.push_back(static_cast<unsigned char>(stream[i]) % 19);
-  }
-  sizes.push_back(1);
+  const std::vector<std::size_t> sizes = sy::fuzz::derived_sizes(stream, 19);
   CHECK(same_outcome(run(stream, sizes, limit), whole));
   CHECK(same_outcome(run(stream, {1}, limit), whole));
   if (stream.size() >= 2) {

@@ -9,7 +9,8 @@
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
+#include "splits.h"
+
 #include <cstdio>
 #include <random>
 #include <string>
@@ -20,7 +21,7 @@ namespace {
 
 using namespace std::string_literals;
 
-using Chunks = std::vector<std::string>;
+using test::Chunks;
 
 std::string Escape(std::string_view s) {
   std::string out;
@@ -99,27 +100,6 @@ Result Decode(const Chunks& chunks, std::uint64_t max_size, bool use_sink) {
   return r;
 }
 
-Chunks Whole(const std::string& in) { return {in}; }
-
-Chunks Bytes(const std::string& in) {
-  Chunks c;
-  for (char ch : in) c.emplace_back(1, ch);
-  return c;
-}
-
-Chunks RandomSplit(const std::string& in, unsigned seed) {
-  std::mt19937 rng(seed);
-  Chunks c;
-  std::size_t pos = 0;
-  while (pos < in.size()) {
-    std::size_t n = rng() % 4 == 0 ? rng() % (in.size() + 1) : rng() % 7;
-    n = std::min(n, in.size() - pos);
-    c.push_back(in.substr(pos, n));
-    pos += n;
-  }
-  return c;
-}
-
 Result Expected(std::string message, std::string event, std::string rest = {}) {
   Result r;
   r.size = message.size();
@@ -132,18 +112,9 @@ Result Expected(std::string message, std::string event, std::string rest = {}) {
 void ExpectDecode(const std::string& input, const Result& expected, std::uint64_t max_size = 0) {
   for (bool sink : {false, true}) {
     SCOPED_TRACE(sink ? "through feed_to()" : "through feed()");
-    {
-      SCOPED_TRACE("fed whole");
-      EXPECT_EQ(Decode(Whole(input), max_size, sink), expected);
-    }
-    {
-      SCOPED_TRACE("fed one byte at a time");
-      EXPECT_EQ(Decode(Bytes(input), max_size, sink), expected);
-    }
-    for (unsigned seed = 1; seed <= 12; ++seed) {
-      SCOPED_TRACE("fed in random split, seed " + std::to_string(seed));
-      EXPECT_EQ(Decode(RandomSplit(input, seed), max_size, sink), expected);
-    }
+    test::for_each_split(input, [&](const Chunks& chunks) {
+      EXPECT_EQ(Decode(chunks, max_size, sink), expected);
+    });
   }
 }
 
@@ -347,10 +318,10 @@ std::string EncodeChunks(const Chunks& chunks, DataEncoder::Options options = {}
 
 void ExpectEncode(const std::string& message, const std::string& expected,
                   DataEncoder::Options options = {}) {
-  EXPECT_EQ(Escape(EncodeChunks(Whole(message), options)), Escape(expected));
-  EXPECT_EQ(Escape(EncodeChunks(Bytes(message), options)), Escape(expected));
+  EXPECT_EQ(Escape(EncodeChunks(test::whole(message), options)), Escape(expected));
+  EXPECT_EQ(Escape(EncodeChunks(test::bytes(message), options)), Escape(expected));
   for (unsigned seed = 1; seed <= 8; ++seed) {
-    EXPECT_EQ(Escape(EncodeChunks(RandomSplit(message, seed), options)), Escape(expected));
+    EXPECT_EQ(Escape(EncodeChunks(test::random_split(message, seed), options)), Escape(expected));
   }
 }
 
@@ -422,7 +393,7 @@ TEST(LmtpDataRoundTrip, DecodeOfEncodeIsIdentity) {
     const bool ends_crlf = m.size() >= 2 && m.compare(m.size() - 2, 2, "\r\n") == 0;
     const std::string expected = m.empty() || ends_crlf ? m : m + "\r\n";
     std::string rest;
-    const std::string wire = EncodeChunks(RandomSplit(m, static_cast<unsigned>(i))) + "NEXT";
+    const std::string wire = EncodeChunks(test::random_split(m, static_cast<unsigned>(i))) + "NEXT";
     EXPECT_EQ(Escape(DecodeAll(wire, &rest)), Escape(expected)) << Escape(m);
     EXPECT_EQ(rest, "NEXT");
   }

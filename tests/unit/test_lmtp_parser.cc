@@ -8,9 +8,9 @@
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
+#include "splits.h"
+
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -83,7 +83,7 @@ std::string Rcpt(std::string address, Params params = {}) {
 std::string Err(Error e) { return "ERROR " + std::string(error_name(e)); }
 
 using Events = std::vector<std::string>;
-using Chunks = std::vector<std::string>;
+using test::Chunks;
 
 // Drives a fresh parser over the chunks, as a session would.
 Events Drive(const Chunks& chunks, const Limits& limits) {
@@ -118,41 +118,10 @@ Events Drive(const Chunks& chunks, const Limits& limits) {
   return out;
 }
 
-Chunks Whole(const std::string& in) { return {in}; }
-
-Chunks Bytes(const std::string& in) {
-  Chunks c;
-  for (char ch : in) c.emplace_back(1, ch);
-  return c;
-}
-
-Chunks RandomSplit(const std::string& in, unsigned seed) {
-  std::mt19937 rng(seed);
-  Chunks c;
-  std::size_t pos = 0;
-  while (pos < in.size()) {
-    // Mostly small pieces, sometimes large ones; empty chunks are legal input too.
-    std::size_t n = rng() % 4 == 0 ? rng() % (in.size() + 1) : rng() % 7;
-    n = std::min(n, in.size() - pos);
-    c.push_back(in.substr(pos, n));
-    pos += n;
-  }
-  return c;
-}
-
 void ExpectEvents(const std::string& input, const Events& expected, Limits limits = {}) {
-  {
-    SCOPED_TRACE("fed whole");
-    EXPECT_EQ(Drive(Whole(input), limits), expected);
-  }
-  {
-    SCOPED_TRACE("fed one byte at a time");
-    EXPECT_EQ(Drive(Bytes(input), limits), expected);
-  }
-  for (unsigned seed = 1; seed <= 12; ++seed) {
-    SCOPED_TRACE("fed in random split, seed " + std::to_string(seed));
-    EXPECT_EQ(Drive(RandomSplit(input, seed), limits), expected);
-  }
+  test::for_each_split(input, [&](const Chunks& chunks) {
+    EXPECT_EQ(Drive(chunks, limits), expected);
+  });
 }
 
 // ---------------------------------------------------------------------------------------

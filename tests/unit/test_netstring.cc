@@ -7,7 +7,8 @@
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
+#include "splits.h"
+
 #include <cstdint>
 #include <cstdio>
 #include <random>
@@ -20,7 +21,7 @@ namespace {
 using namespace std::string_literals;
 
 using Events = std::vector<std::string>;
-using Chunks = std::vector<std::string>;
+using test::Chunks;
 
 std::string Escape(std::string_view s) {
   std::string out;
@@ -77,41 +78,11 @@ Events Drive(const Chunks& chunks, std::size_t max_length) {
   return out;
 }
 
-Chunks Whole(const std::string& in) { return {in}; }
-
-Chunks Bytes(const std::string& in) {
-  Chunks c;
-  for (char ch : in) c.emplace_back(1, ch);
-  return c;
-}
-
-Chunks RandomSplit(const std::string& in, unsigned seed) {
-  std::mt19937 rng(seed);
-  Chunks c;
-  std::size_t pos = 0;
-  while (pos < in.size()) {
-    std::size_t n = rng() % 4 == 0 ? rng() % (in.size() + 1) : rng() % 7;
-    n = std::min(n, in.size() - pos);
-    c.push_back(in.substr(pos, n));
-    pos += n;
-  }
-  return c;
-}
-
 void ExpectEvents(const std::string& input, const Events& expected,
                   std::size_t max_length = kSocketmapMaxRequest) {
-  {
-    SCOPED_TRACE("fed whole");
-    EXPECT_EQ(Drive(Whole(input), max_length), expected);
-  }
-  {
-    SCOPED_TRACE("fed one byte at a time");
-    EXPECT_EQ(Drive(Bytes(input), max_length), expected);
-  }
-  for (unsigned seed = 1; seed <= 12; ++seed) {
-    SCOPED_TRACE("fed in random split, seed " + std::to_string(seed));
-    EXPECT_EQ(Drive(RandomSplit(input, seed), max_length), expected);
-  }
+  test::for_each_split(input, [&](const Chunks& chunks) {
+    EXPECT_EQ(Drive(chunks, max_length), expected);
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -270,8 +241,8 @@ TEST(Netstring, DecodeOfEncodeIsIdentity) {
   }
   Events expected;
   for (const std::string& p : payloads) expected.push_back(Str(p));
-  EXPECT_EQ(Drive(Whole(stream), 2000), expected);
-  EXPECT_EQ(Drive(RandomSplit(stream, 9), 2000), expected);
+  EXPECT_EQ(Drive(test::whole(stream), 2000), expected);
+  EXPECT_EQ(Drive(test::random_split(stream, 9), 2000), expected);
 }
 
 TEST(Netstring, EncodeOfDecodeIsIdentity) {

@@ -13,9 +13,10 @@
 
 #include <gtest/gtest.h>
 
+#include "splits.h"
+
 #include <cstdio>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -71,7 +72,7 @@ std::string Err(ProxyError e, std::size_t at) {
 }
 std::string NeedMore(std::size_t consumed) { return "NEED MORE consumed=" + std::to_string(consumed); }
 
-using Chunks = std::vector<std::string>;
+using test::Chunks;
 
 std::string Drive(const Chunks& chunks, std::size_t max_body) {
   ProxyParser p(max_body);
@@ -110,39 +111,11 @@ std::string Drive(const Chunks& chunks, std::size_t max_body) {
   return outcome;
 }
 
-Chunks Bytes(const std::string& in) {
-  Chunks c;
-  for (char ch : in) c.emplace_back(1, ch);
-  return c;
-}
-
-Chunks RandomSplit(const std::string& in, unsigned seed) {
-  std::mt19937 rng(seed);
-  Chunks c;
-  std::size_t pos = 0;
-  while (pos < in.size()) {
-    std::size_t n = rng() % 4 == 0 ? rng() % (in.size() + 1) : rng() % 9;
-    n = std::min(n, in.size() - pos);
-    c.push_back(in.substr(pos, n));
-    pos += n;
-  }
-  return c;
-}
-
 void Expect(const std::string& input, const std::string& expected,
             std::size_t max_body = kProxyV2DefaultMaxBody) {
-  {
-    SCOPED_TRACE("fed whole");
-    EXPECT_EQ(Drive({input}, max_body), expected);
-  }
-  {
-    SCOPED_TRACE("fed one byte at a time");
-    EXPECT_EQ(Drive(Bytes(input), max_body), expected);
-  }
-  for (unsigned seed = 1; seed <= 12; ++seed) {
-    SCOPED_TRACE("fed in random split, seed " + std::to_string(seed));
-    EXPECT_EQ(Drive(RandomSplit(input, seed), max_body), expected);
-  }
+  // Small random pieces here run up to 8 bytes.
+  test::for_each_split(
+      input, [&](const Chunks& chunks) { EXPECT_EQ(Drive(chunks, max_body), expected); }, 9);
 }
 
 // ---------------------------------------------------------------------------------------
