@@ -70,11 +70,6 @@ class ImapSession final : public ProxySession {
   asio::awaitable<Next> login_command(const std::string& tag, std::string user,
                                       std::string password);
   asio::awaitable<Next> starttls(const std::string& tag);
-  asio::awaitable<Next> reply(const std::string& text) {
-    // (No "co_await ... ? :" here: g++ 12 miscompiles a conditional over a co_await.)
-    bool sent = co_await send(text);
-    co_return sent ? Next::Continue : Next::Close;
-  }
   std::string capabilities() const;
   std::string forwarding_id(const std::string& tag) const;
   void new_parser() {

@@ -36,10 +36,6 @@ class Pop3Session final : public ProxySession {
   asio::awaitable<Next> handle(pop3::Command cmd);
   asio::awaitable<Next> auth(pop3::Command& cmd);
   asio::awaitable<Next> login_command(std::string user, std::string password);
-  asio::awaitable<Next> reply(const std::string& text) {
-    bool sent = co_await send(text);
-    co_return sent ? Next::Continue : Next::Close;
-  }
   asio::awaitable<Next> bad(const std::string& text) {
     ++bad_commands_;
     co_return co_await reply(text);

@@ -179,6 +179,12 @@ asio::awaitable<bool> ProxySession::send(const std::string& s) {
   co_return !ec;
 }
 
+asio::awaitable<Next> ProxySession::reply(const std::string& text) {
+  // (No "co_await ... ? :" here: g++ 12 miscompiles a conditional over a co_await.)
+  bool sent = co_await send(text);
+  co_return sent ? Next::Continue : Next::Close;
+}
+
 asio::awaitable<bool> ProxySession::read_client() {
   std::size_t old = inbuf_.size();
   inbuf_.resize(old + kReadChunk);

@@ -81,6 +81,8 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   asio::awaitable<Next> after_failed_login();
 
   asio::awaitable<bool> send(const std::string& s);
+  // Sends a pre-login answer: Next::Continue, or Next::Close when the client is gone.
+  asio::awaitable<Next> reply(const std::string& text);
   asio::awaitable<bool> read_client();                  // appends to inbuf_
   asio::awaitable<bool> read_upstream_line(std::string* line);
   asio::awaitable<bool> send_upstream(const std::string& s, std::string* why);
