@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "config/config.h"
@@ -108,6 +109,33 @@ void write_pid_file(const std::string& path) {
   }
   std::fprintf(f, "%d\n", static_cast<int>(::getpid()));
   std::fclose(f);
+}
+
+// Map modules report on stderr. Once detached, stderr is /dev/null: send it to the log
+// instead, a line at a time, from a thread of the master (workers inherit the pipe).
+void stderr_to_log() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return;
+  ::dup2(fds[1], 2);  // dup2 clears close-on-exec on fd 2
+  ::close(fds[1]);
+  // The thread must not take the signals the master waits for with sigtimedwait.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &old);
+  std::thread([fd = fds[0]] {
+    std::string pending;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+      pending.append(buf, static_cast<std::size_t>(n));
+      std::size_t eol;
+      while ((eol = pending.find('\n')) != std::string::npos) {
+        if (eol > 0) LOG_WARN("%s", pending.substr(0, eol).c_str());
+        pending.erase(0, eol + 1);
+      }
+    }
+  }).detach();
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 void daemonize() {
@@ -311,7 +339,10 @@ int run_master(const MasterOptions& options) {
   if (!config.control_dir.empty() && ::mkdir(config.control_dir.c_str(), 0755) != 0 &&
       errno != EEXIST)
     LOG_WARN("cannot create %s: %s", config.control_dir.c_str(), std::strerror(errno));
-  if (!options.foreground) daemonize();
+  if (!options.foreground) {
+    daemonize();
+    stderr_to_log();
+  }
   write_pid_file(config.pid_file);
   LOG_NOTICE("switchyard %s starting: %zu listeners, %d workers", PACKAGE_VERSION,
              listeners.size(), config.workers);
