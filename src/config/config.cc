@@ -246,9 +246,17 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                  {"tls_key", r.str(&l.tls_key)},
                  {"max_connections_per_ip", r.integer(&l.max_connections_per_ip, 0, 100000)},
                  {"proxy_protocol", r.boolean(&l.proxy_protocol)},
-                 {"trusted_proxies", r.cidrs(&l.trusted_proxies)}}))
+                 {"trusted_proxies", r.cidrs(&l.trusted_proxies)},
+                 {"allow_from", [&](const toml::node& n) {
+                    std::vector<Cidr> v;
+                    if (!r.cidrs(&v)(n)) return false;
+                    l.allow_from = std::move(v);
+                    return true;
+                  }}}))
       return false;
     if (l.protocol.empty()) l.protocol = "imap";
+    if (!l.allow_from && (l.protocol == "lmtp" || l.protocol == "socketmap"))
+      l.allow_from = std::vector<Cidr>{*Cidr::parse("127.0.0.0/8"), *Cidr::parse("::1")};
     c.listen.push_back(std::move(l));
     return true;
   };

@@ -26,6 +26,9 @@ struct ListenConfig {
   int max_connections_per_ip = 0;             // 0: no limit
   bool proxy_protocol = false;                // expect a HAProxy PROXY v1/v2 header
   std::vector<Cidr> trusted_proxies;          // who may send one
+  // Who may connect at all (TCP; Unix sockets go by file permissions). Unset: everyone,
+  // except on lmtp and socketmap listeners, which take loopback clients only.
+  std::optional<std::vector<Cidr>> allow_from;
   int line = 0;
 
   bool implicit_tls() const { return protocol == "imaps" || protocol == "pop3s"; }

@@ -22,6 +22,7 @@
 #include "map/chain.h"
 #include "map/lookup_service.h"
 #include "master/control.h"
+#include "net/address.h"
 #include "master/runtime.h"
 #include "net/upstream.h"
 #include "relay/buffer_pool.h"
@@ -49,6 +50,16 @@ asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundLi
       continue;
     }
     // (TCP_NODELAY comes from the listening socket: Linux passes it on to accepted ones.)
+    if (listen.allow_from) {
+      Endpoint peer = peer_endpoint(s.native_handle());
+      if (!peer.ip.empty() && !any_contains(*listen.allow_from, peer.ip)) {
+        LOG_NOTICE("%s: refused %s (not in allow_from)", listen.address.c_str(),
+                   peer.str().c_str());
+        std::error_code ignored;
+        s.close(ignored);
+        continue;
+      }
+    }
     if (listen.protocol == "lmtp")
       start_lmtp_session(rt, std::move(s), listen);
     else if (listen.protocol == "socketmap")

@@ -143,6 +143,23 @@ class DaemonTest(unittest.TestCase):
         client.wait_eof(10.0)  # closed by the old worker once drain_timeout ran out
         wait_until(lambda: old[0] not in workers_of(p), 10, "the old worker to exit")
 
+    def test_allow_from_refuses_other_addresses(self):
+        port = harness.free_port()
+        config = switchyard_config(port, maps=[("sqlite", self.map_path)], backends=self.backends,
+                                   workers=1).replace(
+            'address = "127.0.0.1:%d"\n' % port,
+            'address = "127.0.0.1:%d"\nallow_from = ["127.0.0.1"]\n' % port)
+        p = Switchyard(None, os.path.join(self.tmp, "allow"), config)
+        self.addCleanup(p.stop)
+        self.assertTrue(login_ok(port, "ann", "ann-pw"))
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.settimeout(10)
+        s.bind(("127.0.0.7", 0))
+        s.connect((HOST, port))
+        self.assertEqual(s.recv(100), b"", "closed without a greeting")
+        harness.wait_for_log(p.log_path, r"refused 127\.0\.0\.7:\d+ \(not in allow_from\)", 10)
+
     def test_idle_timeout_ends_a_silent_logged_in_session(self):
         port = harness.free_port()
         config = switchyard_config(port, maps=[("sqlite", self.map_path)], backends=self.backends,
