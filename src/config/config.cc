@@ -156,6 +156,14 @@ class Reader {
       return true;
     };
   }
+  Handler opt_cidrs(std::optional<std::vector<Cidr>>* out) {
+    return [this, out](const toml::node& n) {
+      std::vector<Cidr> v;
+      if (!cidrs(&v)(n)) return false;
+      *out = std::move(v);
+      return true;
+    };
+  }
   // An array of tables ([[name]]), each handed to `each`.
   Handler tables(const char* name, std::function<bool(const toml::table&)> each) {
     return [this, name, each](const toml::node& n) {
@@ -247,12 +255,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                  {"max_connections_per_ip", r.integer(&l.max_connections_per_ip, 0, 100000)},
                  {"proxy_protocol", r.boolean(&l.proxy_protocol)},
                  {"trusted_proxies", r.cidrs(&l.trusted_proxies)},
-                 {"allow_from", [&](const toml::node& n) {
-                    std::vector<Cidr> v;
-                    if (!r.cidrs(&v)(n)) return false;
-                    l.allow_from = std::move(v);
-                    return true;
-                  }}}))
+                 {"allow_from", r.opt_cidrs(&l.allow_from)}}))
       return false;
     if (l.protocol.empty()) l.protocol = "imap";
     if (!l.allow_from && (l.protocol == "lmtp" || l.protocol == "socketmap"))
