@@ -148,6 +148,65 @@ def pss_bytes(roots):
     return total
 
 
+class CpuGroup:
+    """A cgroup-v1 cpuacct group of our own: exact CPU time of everything in it, including
+    forked children that have exited (whether or not their parent waited for them).
+    Falls back to the /proc tree sums when cpuacct is not writable here."""
+
+    BASE = "/sys/fs/cgroup/cpuacct"
+
+    def __init__(self, name):
+        self.path = None
+        parent = os.path.join(self.BASE, "switchyard-bench-%d" % os.getpid())
+        try:
+            os.makedirs(os.path.join(parent, name), exist_ok=True)
+            self.path = os.path.join(parent, name)
+        except OSError:
+            self.path = None
+        self.parent = parent
+        self.roots = []
+
+    def add(self, roots):
+        """Move the process trees under `roots` in (twice: children forked meanwhile)."""
+        self.roots = list(roots)
+        if not self.path:
+            return
+        for _ in range(2):
+            for pid in tree_pids(self.roots):
+                try:
+                    with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+                        f.write(str(pid))
+                except OSError:
+                    pass  # exited meanwhile
+
+    def seconds(self):
+        if self.path:
+            try:
+                with open(os.path.join(self.path, "cpuacct.usage")) as f:
+                    return int(f.read()) / 1e9
+            except OSError:
+                pass
+        return cpu_seconds(self.roots)
+
+    def method(self):
+        return "cgroup cpuacct" if self.path else "/proc stat of the process tree"
+
+    def remove(self):
+        if not self.path:
+            return
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                break
+            except OSError:
+                time.sleep(0.1)
+        try:
+            os.rmdir(self.parent)  # only once empty
+        except OSError:
+            pass
+        self.path = None
+
+
 # ---------------------------------------------------------------------------
 # Processes of our own (nginx, Perdition): own session, stopped by PID / own group.
 
@@ -422,6 +481,7 @@ class Bench:
         self.notes = []
         self.loadgen = None  # the imap-load Popen in flight
         self.wait_budget = args.wait_budget  # seconds of waiting for quiet left, in all
+        self.cpu_method = "?"
         self.snapshot_build()
 
     def snapshot_build(self):
@@ -576,8 +636,8 @@ class Bench:
         stores' and imap-load's: a figure well above zero means someone else's work ran
         on the same CPUs during the measurement."""
         self.wait_quiet()
-        roots, stores = peer.roots(), self.store_roots()
-        p0, s0 = cpu_seconds(roots), cpu_seconds(stores)
+        pg, sg = self.peer_group, self.store_group
+        p0, s0 = pg.seconds(), sg.seconds()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         b0, t0 = sys_cpu()
         w0 = time.monotonic()
@@ -585,7 +645,7 @@ class Bench:
         w1 = time.monotonic()
         b1, t1 = sys_cpu()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        p1, s1 = cpu_seconds(roots), cpu_seconds(stores)
+        p1, s1 = pg.seconds(), sg.seconds()
         load = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         others = (b1 - b0) - (p1 - p0) - (s1 - s0) - load
         capacity = max((w1 - w0) * (os.cpu_count() or 1), 1e-9)
@@ -746,9 +806,14 @@ class Bench:
         for name in self.args.peers:
             peer = self.make_peer(name)
             log("=== %s ===" % peer.label)
+            self.peer_group = CpuGroup(name)
+            self.store_group = CpuGroup(name + "-stores")
             try:
                 self.start_stores(name)
+                self.store_group.add(self.store_roots())
                 peer.start()
+                self.peer_group.add(peer.roots())
+                self.cpu_method = self.peer_group.method()
                 self.warm_up(peer)
                 for mode in self.args.modes:
                     getattr(self, "bench_" + mode)(peer)
@@ -759,6 +824,8 @@ class Bench:
             finally:
                 peer.stop()
                 self.stop_stores()
+                self.peer_group.remove()
+                self.store_group.remove()
             time.sleep(1.0)
 
     def stop(self):
@@ -790,6 +857,7 @@ class Bench:
                    "proxy_buffer %s unless the row says; Perdition: gdbm popmap, -q, --no_lookup"
                    % (a.users, a.sy_log_level, a.nginx_workers,
                       a.nginx_proxy_buffer or "default"))
+        out.append("- CPU time measured with: %s" % self.cpu_method)
         out.append("- each logins/bulk row is the median of %d run(s); a run during which "
                    "other work used more than %.0f%% of the machine was run again (up to %d "
                    "times). \"machine busy\": all CPU in use during the run, of %d CPUs; at "
