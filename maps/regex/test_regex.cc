@@ -315,8 +315,11 @@ TEST_F(RegexModuleTest, NullArguments) {
 }
 
 TEST_F(RegexModuleTest, NullOptionsMeanTheDefaultPath) {
-  if (std::filesystem::exists("/etc/switchyard/popmap.re"))
-    GTEST_SKIP() << "a real default popmap.re exists";
+  // The default path is used: it fails unless this machine really has that file.
+  if (std::filesystem::exists("/etc/switchyard/popmap.re")) {
+    EXPECT_NE(init_(nullptr), -3);
+    return;
+  }
   EXPECT_EQ(init_(nullptr), -1);
   EXPECT_EQ(get("k", nullptr).first, -1);
 }

@@ -207,8 +207,11 @@ TEST_F(SqliteMapTest, MissingFile) {
 }
 
 TEST_F(SqliteMapTest, NullOptionsMeanTheDefaultPath) {
-  if (std::filesystem::exists("/var/lib/switchyard/users.db"))
-    GTEST_SKIP() << "a real default database exists";
+  // The default path is used: it fails unless this machine really has that database.
+  if (std::filesystem::exists("/var/lib/switchyard/users.db")) {
+    EXPECT_EQ(init(nullptr), 0);
+    return;
+  }
   EXPECT_EQ(init(nullptr), -1);
   EXPECT_EQ(get("jane", nullptr).rc, -1);
 }

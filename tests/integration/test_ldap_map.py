@@ -335,7 +335,7 @@ class LdapModuleTest(unittest.TestCase):
     def test_exports_only_perditions_functions(self):
         nm = shutil.which("nm")
         if not nm:
-            self.skipTest("nm (binutils) not installed")
+            self.fail("nm (binutils) not installed: apt-get install binutils")
         out = subprocess.run([nm, "-D", "--defined-only", module_path()], check=True,
                              stdout=subprocess.PIPE, text=True, timeout=30).stdout
         names = {line.split()[-1] for line in out.splitlines() if line.strip()}
@@ -524,7 +524,7 @@ class SchemaFilesTest(unittest.TestCase):
         """slaptest -u on a slapd.conf that includes `schemas`: (status, output)."""
         slaptest = shutil.which("slaptest", path=os.environ.get("PATH", "") + ":/usr/sbin")
         if not slaptest:
-            self.skipTest("slaptest not installed")
+            self.fail("slaptest not installed: apt-get install slapd")
         tmp = tempfile.mkdtemp(prefix="switchyard-schema-")
         self.addCleanup(shutil.rmtree, tmp, True)
         conf = os.path.join(tmp, "slapd.conf")
