@@ -996,7 +996,7 @@ def versions(binary):
             return "?"
     pkg = lambda p: run(["dpkg-query", "-W", "-f=${Version}", p])  # noqa: E731
     return "; ".join([
-        "switchyard %s" % run([binary, "-V"]),
+        run([binary, "-V"]),
         "dovecot %s" % run(["dovecot", "--version"]),
         "nginx %s (libnginx-mod-mail %s)" % (pkg("nginx"), pkg("libnginx-mod-mail")),
         "perdition %s" % pkg("perdition"),
@@ -1064,7 +1064,8 @@ def main():
                     "own, one page); e.g. 64k")
     ap.add_argument("--switchyard", default=harness.switchyard_binary(),
                     help="switchyard binary")
-    ap.add_argument("--output", default=os.path.join(BENCH, "RESULTS.md"))
+    ap.add_argument("--output", help="report file (default bench/RESULTS.md; with --quick "
+                    "bench/RESULTS-quick.md, so a quick run does not replace the full report)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--serve", metavar="PEER",
                     help="only start the stores and PEER, print their ports, and wait "
@@ -1078,6 +1079,7 @@ def main():
     args.bulk_concurrency = args.bulk_concurrency or ([2] if q else [1, 4])
     args.idle_sessions = args.idle_sessions or (1000 if q else 10000)
     args.repeat = args.repeat or (1 if q else 3)
+    args.output = args.output or os.path.join(BENCH, "RESULTS-quick.md" if q else "RESULTS.md")
     args.retries = args.retries if args.retries is not None else (0 if q else 3)
     args.wait_budget = args.wait_budget if args.wait_budget is not None else (15 if q else 3600)
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (10 if q else 120)
