@@ -390,7 +390,7 @@ class LdapReconnectTest(unittest.TestCase):
             took = time.monotonic() - started
             # The search times out (1 s), the retry's bind too (1 s): bounded by x-timeout.
             self.assertGreaterEqual(took, 0.9)
-            self.assertLess(took, 4.0)
+            self.assertLess(took, 8.0)  # bounded (a busy CI machine may add some)
         finally:
             os.kill(self.slapd.pid, signal.SIGCONT)
         self.assertEqual(self.client.get("jane", self.options), (0, "store1:143"))
