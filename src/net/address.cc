@@ -248,11 +248,4 @@ bool is_loopback(const sockaddr* sa) {
   return false;
 }
 
-bool peer_is_loopback(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
-  return is_loopback(reinterpret_cast<sockaddr*>(&ss));
-}
-
 }  // namespace sy

@@ -59,7 +59,6 @@ bool any_contains(const std::vector<Cidr>& blocks, const std::string& ip);
 std::string format_sockaddr(const sockaddr* sa, socklen_t len);
 std::string peer_name(int fd);
 bool is_loopback(const sockaddr* sa);
-bool peer_is_loopback(int fd);  // Unix sockets count as local
 
 }  // namespace sy
 

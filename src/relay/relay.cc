@@ -25,49 +25,7 @@ struct RelayState {
 
 enum class PumpEnd { SourceClosed, SourceError, SinkError, NoPipe, Cancelled };
 
-// Moves bytes from `from` to `to` until `from` reaches EOF or either side fails.
-asio::awaitable<PumpEnd> pump(PipePool& pool, Socket& from, Socket& to, RelayState& st,
-                              std::uint64_t& counter) {
-  const int in = from.native_handle();
-  const int out = to.native_handle();
-  const std::size_t chunk = pool.capacity();
-  for (;;) {
-    std::error_code ec;
-    co_await from.async_wait(Socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return PumpEnd::Cancelled;
-    Pipe p = pool.take();
-    if (!p.valid()) co_return PumpEnd::NoPipe;
-    ssize_t n = ::splice(in, nullptr, p.write_fd, nullptr, chunk,
-                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n <= 0) {
-      int err = errno;
-      pool.give(p);
-      if (n == 0) co_return PumpEnd::SourceClosed;
-      if (err == EAGAIN || err == EINTR) continue;
-      co_return PumpEnd::SourceError;
-    }
-    st.last_activity = Clock::now();
-    std::size_t pending = static_cast<std::size_t>(n);
-    while (pending > 0) {
-      ssize_t m = ::splice(p.read_fd, nullptr, out, nullptr, pending,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-      if (m > 0) {
-        pending -= static_cast<std::size_t>(m);
-        counter += static_cast<std::uint64_t>(m);
-        continue;
-      }
-      if (m < 0 && (errno == EAGAIN || errno == EINTR)) {
-        co_await to.async_wait(Socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
-        if (!ec) continue;
-      }
-      PipePool::destroy(p);  // still holds bytes nobody will read
-      co_return ec ? PumpEnd::Cancelled : PumpEnd::SinkError;
-    }
-    pool.give(p);
-  }
-}
-
-// The same through user space, for TLS on either side. Waits for readiness first (or for
+// Moves bytes through user space, for TLS on either side. Waits for readiness first (or for
 // bytes OpenSSL already decrypted) so that no buffer is held while idle.
 asio::awaitable<PumpEnd> copy_pump(BufferPool& pool, Stream& from, Stream& to, RelayState& st,
                                    std::uint64_t& counter) {
@@ -113,9 +71,6 @@ asio::awaitable<RelayResult> relay(Runtime& rt, Stream& client_stream, Stream& s
   RelayState st(rt.io);
   Socket& client = client_stream.socket();
   Socket& store = store_stream.socket();
-  const bool splice_ok = !client_stream.is_tls() && !store_stream.is_tls();
-  // splice() needs both descriptors non-blocking. They are: Asio made them so for the
-  // asynchronous reads, writes and connect that came before, so no ioctl here.
 
   auto finished = [&st, &client, &store](bool from_client, PumpEnd how) {
     if (!st.ended_by) {
@@ -127,15 +82,11 @@ asio::awaitable<RelayResult> relay(Runtime& rt, Stream& client_stream, Stream& s
     --st.running;
     st.wake.cancel();
   };
-  auto up = splice_ok ? pump(rt.pipes, client, store, st, st.result.client_to_store)
-                      : copy_pump(rt.buffers, client_stream, store_stream, st,
-                                  st.result.client_to_store);
-  auto down = splice_ok ? pump(rt.pipes, store, client, st, st.result.store_to_client)
-                        : copy_pump(rt.buffers, store_stream, client_stream, st,
-                                    st.result.store_to_client);
-  asio::co_spawn(rt.io, std::move(up),
+  asio::co_spawn(rt.io,
+                 copy_pump(rt.buffers, client_stream, store_stream, st, st.result.client_to_store),
                  [&finished](std::exception_ptr, PumpEnd how) { finished(true, how); });
-  asio::co_spawn(rt.io, std::move(down),
+  asio::co_spawn(rt.io,
+                 copy_pump(rt.buffers, store_stream, client_stream, st, st.result.store_to_client),
                  [&finished](std::exception_ptr, PumpEnd how) { finished(false, how); });
 
   while (st.running > 0) {
@@ -156,8 +107,9 @@ asio::awaitable<RelayResult> relay(Runtime& rt, Stream& client_stream, Stream& s
 
 namespace {
 
-// The callback form of the splice pump: per direction, wait for the source to be readable,
-// splice a chunk through a pooled pipe, wait for the sink when it is full, repeat.
+// The splice relay, as callbacks: per direction, wait for the source to be readable,
+// splice a chunk through a pooled pipe, wait for the sink when it is full, repeat. Both
+// descriptors are already non-blocking: Asio made them so for the I/O before login.
 class SpliceRelay : public std::enable_shared_from_this<SpliceRelay> {
  public:
   SpliceRelay(Runtime& rt, Socket& client, Socket& store, Millis idle,

@@ -25,7 +25,8 @@ struct RelayResult {
   const char* ended_by = "";  // "client closed", "store closed", "idle timeout", ...
 };
 
-// Both sockets must be connected. Returns when the relay is over; both are closed then.
+// The relay when either side is TLS (plain-to-plain sessions use start_splice_relay).
+// Both streams must be connected. Returns when the relay is over; both are closed then.
 asio::awaitable<RelayResult> relay(Runtime& rt, Stream& client, Stream& store, Millis idle_timeout);
 
 // The same for two plain sockets, without coroutines: a few hundred bytes of state and
