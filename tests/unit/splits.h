@@ -11,7 +11,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <random>
+#include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sy::test {
@@ -57,6 +59,24 @@ void for_each_split(const std::string& input, F&& check, unsigned small_max = 7)
     SCOPED_TRACE("fed in random split, seed " + std::to_string(seed));
     check(random_split(input, seed, small_max));
   }
+}
+
+// Printable form of bytes for test messages: control and 8-bit bytes as escapes.
+inline std::string Escape(std::string_view s) {
+  std::string out;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
 }
 
 }  // namespace sy::test

@@ -19,22 +19,7 @@ namespace {
 
 using namespace std::string_literals;
 
-std::string Escape(std::string_view s) {
-  std::string out;
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c < 0x20 || c >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
+using sy::test::Escape;
 
 const char* BodyName(Body b) {
   switch (b) {

@@ -23,22 +23,7 @@ using namespace std::string_literals;
 using Events = std::vector<std::string>;
 using test::Chunks;
 
-std::string Escape(std::string_view s) {
-  std::string out;
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c < 0x20 || c >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
+using sy::test::Escape;
 
 std::string Str(std::string_view payload) { return "STRING [" + Escape(payload) + "]"; }
 std::string Err(NetstringError e, std::size_t offset) {
