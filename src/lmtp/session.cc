@@ -6,139 +6,23 @@
 
 #include <unistd.h>
 
-#include <chrono>
-#include <map>
 #include <memory>
 #include <vector>
 
 #include "lmtp/data.h"
+#include "lmtp/delivery.h"
 #include "lmtp/parser.h"
 #include "lmtp/spool.h"
 #include "log/log.h"
 #include "map/lookup_service.h"
 #include "map/username.h"
 #include "net/address.h"
-#include "net/stream.h"
 #include "net/target.h"
-#include "net/upstream.h"
 
 namespace sy {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr std::size_t kChunk = 64 * 1024;
-constexpr auto kPoolIdle = std::chrono::seconds(30);
-
-std::string my_hostname(const Config& c) {
-  if (!c.lmtp.hostname.empty()) return c.lmtp.hostname;
-  char buf[256] = "localhost";
-  ::gethostname(buf, sizeof buf - 1);
-  return buf;
-}
-
-struct Recipient {
-  std::string address;        // as the client gave it
-  std::string store_address;  // what the store is given (the map may rename the user)
-  std::string target_key;     // recipients with the same key go in one transaction
-  Target target;
-  std::string reply;          // the final answer for this recipient, CRLF included
-};
-
-// Connections to stores, kept between messages (per worker: one loop, no locking).
-struct PooledConnection {
-  std::unique_ptr<Stream> stream;
-  std::string buffered;  // bytes read past the last reply (none expected)
-  Clock::time_point since;
-};
-std::map<std::string, std::vector<PooledConnection>>& pool() {
-  static std::map<std::string, std::vector<PooledConnection>> p;
-  return p;
-}
-
-// One store's side of a delivery: an LMTP client on a Stream.
-class StoreClient {
- public:
-  StoreClient(asio::io_context& io, Millis timeout) : io_(io), timeout_(timeout) {}
-  Stream& stream() { return *stream_; }
-  void adopt(PooledConnection c) {
-    stream_ = std::move(c.stream);
-    buf_ = std::move(c.buffered);
-    reused_ = true;
-  }
-  void fresh() {
-    stream_ = std::make_unique<Stream>(io_);
-    buf_.clear();
-    reused_ = false;
-  }
-  bool reused() const { return reused_; }
-  PooledConnection release() { return PooledConnection{std::move(stream_), std::move(buf_), Clock::now()}; }
-
-  // One reply, multi-line replies joined: (code, last line). code 0 on I/O failure.
-  asio::awaitable<std::pair<int, std::string>> reply() {
-    std::string last;
-    for (;;) {
-      std::string line;
-      bool got = co_await read_line(&line);
-      if (!got || line.size() < 3) co_return std::make_pair(0, std::string("connection lost"));
-      if (line.size() == 3 || line[3] == ' ') {
-        last = line;
-        break;
-      }
-      if (line[3] != '-') co_return std::make_pair(0, std::string("garbled reply"));
-      lines_.push_back(line.substr(4));
-    }
-    int code = std::atoi(last.substr(0, 3).c_str());
-    co_return std::make_pair(code, last);
-  }
-  std::vector<std::string> take_lines() { return std::move(lines_); }
-
-  asio::awaitable<bool> send(const std::string& s) {
-    std::error_code ec;
-    auto done = std::make_shared<bool>(false);
-    asio::steady_timer watchdog(io_, timeout_);
-    Stream* st = stream_.get();
-    watchdog.async_wait([st, done](const std::error_code& e) {
-      if (!e && !*done) st->close();
-    });
-    co_await stream_->write_all(asio::buffer(s), ec);
-    *done = true;
-    watchdog.cancel();
-    co_return !ec;
-  }
-
- private:
-  asio::awaitable<bool> read_line(std::string* line) {
-    for (;;) {
-      auto eol = buf_.find("\r\n");
-      if (eol != std::string::npos) {
-        line->assign(buf_, 0, eol);
-        buf_.erase(0, eol + 2);
-        co_return true;
-      }
-      if (buf_.size() > 65536) co_return false;
-      char chunk[4096];
-      std::error_code ec;
-      auto done = std::make_shared<bool>(false);
-      asio::steady_timer watchdog(io_, timeout_);
-      Stream* st = stream_.get();
-      watchdog.async_wait([st, done](const std::error_code& e) {
-        if (!e && !*done) st->close();
-      });
-      std::size_t n = co_await stream_->read_some(asio::buffer(chunk), ec);
-      *done = true;
-      watchdog.cancel();
-      if (ec || n == 0) co_return false;
-      buf_.append(chunk, n);
-    }
-  }
-
-  asio::io_context& io_;
-  Millis timeout_;
-  std::unique_ptr<Stream> stream_;
-  std::string buf_;
-  std::vector<std::string> lines_;
-  bool reused_ = false;
-};
 
 class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public SessionHandle {
  public:
@@ -150,31 +34,29 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
         idle_(rt.io),
         parser_(lmtp::Limits{4096}),
         spool_(cfg_.lmtp.spool_dir, cfg_.lmtp.spool_memory),
-        id_(rt.next_session_id++),
-        hostname_(my_hostname(cfg_)) {
+        id_(rt.sessions.next_id()),
+        hostname_(lmtp_hostname(cfg_)) {
     peer_ = peer_name(sock_.native_handle());
   }
 
   void start() {
-    rt_.session_started();
-    rt_.live[id_] = this;
+    registration_ = rt_.sessions.enter(*this, id_, SessionKind::Lmtp, SessionStage::LmtpIdle);
     auto self = shared_from_this();
-    asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) {
-      self->rt_.live.erase(self->id_);
-      self->rt_.session_ended();
-    });
+    asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) { self->registration_.reset(); });
   }
 
-  // A stopping worker lets a transaction finish (it is never cut in the middle of DATA
-  // by a signal); an idle LMTP connection is simply closed.
+  // Only between transactions (the registry never stops one in the middle of DATA).
   void shut_down() override {
-    if (!in_data_) close();
+    closing_ = true;
+    if (!busy_) close();  // else run() says 421 when the command in hand is done
   }
   void kick() override { close(); }
-  const std::string& user() const override { return empty_; }
   std::string describe() const override {
-    return std::to_string(id_) + " lmtp " + (in_data_ ? "data" : "command") + " client=" + peer_ +
-           " user=\"\" server=-";
+    std::string to;
+    for (const auto& r : routes_) to += (to.empty() ? "" : ",") + log_quote(r.address);
+    return std::string(mail_from_ ? "transaction" : "idle") + " client=" + peer_ + " from=\"" +
+           (mail_from_ ? log_quote(*mail_from_) : "") +
+           "\" to=\"" + to + "\"";
   }
 
  private:
@@ -182,9 +64,6 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
   asio::awaitable<bool> handle(lmtp::Command cmd);
   asio::awaitable<bool> rcpt(const lmtp::Command& cmd);
   asio::awaitable<bool> data();
-  asio::awaitable<void> deliver_all();
-  asio::awaitable<void> deliver(std::vector<Recipient*> group);
-  asio::awaitable<bool> deliver_once(StoreClient& c, std::vector<Recipient*>& group, bool* retry);
   asio::awaitable<bool> send(const std::string& s) {
     std::error_code ec;
     co_await asio::async_write(sock_, asio::buffer(s), asio::redirect_error(asio::use_awaitable, ec));
@@ -194,8 +73,9 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
   void reset_transaction() {
     mail_from_.reset();
     body_ = lmtp::Body::Unspecified;
-    rcpts_.clear();
+    routes_.clear();
     spool_.clear();
+    registration_.set_stage(SessionStage::LmtpIdle);
   }
   void close() {
     std::error_code ignored;
@@ -221,13 +101,14 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
   std::string hostname_;
   std::string peer_;
   std::string inbuf_;
-  std::string empty_;
   bool lhlo_ = false;
-  bool in_data_ = false;
+  bool busy_ = false;     // a command is being served (its reply not yet sent)
+  bool closing_ = false;  // the worker stops: 421 after the command in hand
   std::optional<std::string> mail_from_;
   lmtp::Body body_ = lmtp::Body::Unspecified;
-  std::vector<Recipient> rcpts_;
+  std::vector<lmtp::Route> routes_;
   int bad_commands_ = 0;
+  SessionRegistry::Registration registration_;
 };
 
 asio::awaitable<bool> LmtpSession::read_more() {
@@ -263,7 +144,13 @@ asio::awaitable<void> LmtpSession::run() {
         open = false;
       }
     } else {
+      busy_ = true;
       open = co_await handle(parser_.take_command());
+      busy_ = false;
+    }
+    if (open && closing_) {
+      co_await send("421 4.3.2 " + hostname_ + " shutting down\r\n");
+      open = false;
     }
   }
   idle_.cancel();
@@ -298,6 +185,7 @@ asio::awaitable<bool> LmtpSession::handle(lmtp::Command cmd) {
       co_return co_await send("552 5.3.4 Message size exceeds fixed limit\r\n");
     mail_from_ = cmd.address;
     body_ = cmd.body;
+    registration_.set_stage(SessionStage::LmtpTransaction);
     co_return co_await send("250 2.1.0 Ok\r\n");
   }
   if (cmd.verb == Verb::Rcpt) co_return co_await rcpt(cmd);
@@ -306,7 +194,7 @@ asio::awaitable<bool> LmtpSession::handle(lmtp::Command cmd) {
 
 asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
   if (!mail_from_) co_return co_await send("503 5.5.1 Send MAIL first\r\n");
-  if (static_cast<int>(rcpts_.size()) >= cfg_.lmtp.max_recipients)
+  if (routes_.size() >= static_cast<std::size_t>(cfg_.lmtp.max_recipients))
     co_return co_await send("452 4.5.3 Too many recipients\r\n");
   const std::string& address = cmd.address;
   LookupRequest q;
@@ -322,23 +210,12 @@ asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
   } else if (status == LookupStatus::Hold) {
     text = "451 4.2.1 <" + address + ">: Mailbox is being moved, try again later\r\n";
   } else {
-    Recipient r;
+    lmtp::Route r;
     r.address = address;
-    const MapAnswer& a = found.reply.answer;
-    r.store_address = address;
-    if (cfg_.username.use_map_user && !a.user.empty()) {
-      // The map renames the user: the store gets the new name, in the same domain when
-      // the map gives none.
-      auto box = lmtp::split_mailbox(address);
-      r.store_address = a.user.find('@') != std::string::npos || !box
-                            ? a.user
-                            : a.user + "@" + std::string(box->domain);
-    }
-    r.target = resolve_target(cfg_, a, Service::Lmtp, found.reply.more);
-    for (std::size_t i = 0; i < r.target.hosts.size(); ++i)
-      r.target_key += host_port(r.target.hosts[i], port_of(r.target, i)) + " ";
-    r.target_key += r.target.tls;
-    rcpts_.push_back(std::move(r));
+    r.store_address = store_recipient(cfg_.username, address, found.reply.answer);
+    r.target = resolve_target(cfg_, found.reply.answer, Service::Lmtp, found.reply.more);
+    r.store_key = lmtp::store_key(r.target);
+    routes_.push_back(std::move(r));
     text = "250 2.1.5 Ok\r\n";
   }
   LOG_INFO("lmtp rcpt: session=%llu client=%s to=\"%s\" map=%s%s result=%.3s",
@@ -350,10 +227,9 @@ asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
 
 asio::awaitable<bool> LmtpSession::data() {
   if (!mail_from_) co_return co_await send("503 5.5.1 Send MAIL first\r\n");
-  if (rcpts_.empty()) co_return co_await send("503 5.5.1 No valid recipients\r\n");
+  if (routes_.empty()) co_return co_await send("503 5.5.1 No valid recipients\r\n");
   bool go = co_await send("354 Start mail input; end with <CRLF>.<CRLF>\r\n");
   if (!go) co_return false;
-  in_data_ = true;
   lmtp::DataDecoder decoder(cfg_.lmtp.max_message_size);
   std::string spool_error;
   lmtp::DataEvent ev = lmtp::DataEvent::NeedMore;
@@ -369,174 +245,33 @@ asio::awaitable<bool> LmtpSession::data() {
       // The client went away in the middle of DATA: nothing is delivered.
       LOG_NOTICE("lmtp session %llu: client %s left during DATA; nothing delivered",
                  static_cast<unsigned long long>(id_), peer_.c_str());
-      in_data_ = false;
       co_return false;
     }
   }
   std::string replies;
   if (ev == lmtp::DataEvent::TooBig) {
-    for (auto& r : rcpts_) replies += "552 5.3.4 <" + r.address + ">: Message too big\r\n";
+    for (auto& r : routes_) replies += "552 5.3.4 <" + r.address + ">: Message too big\r\n";
   } else if (!spool_error.empty()) {
     LOG_ERROR("lmtp session %llu: %s", static_cast<unsigned long long>(id_), spool_error.c_str());
-    for (auto& r : rcpts_) replies += "451 4.3.0 <" + r.address + ">: Local spool error\r\n";
+    for (auto& r : routes_) replies += "451 4.3.0 <" + r.address + ">: Local spool error\r\n";
   } else {
-    co_await deliver_all();
-    for (auto& r : rcpts_) replies += r.reply;
+    lmtp::Envelope envelope{*mail_from_, body_ == lmtp::Body::EightBitMime};
+    std::vector<std::string> verdicts =
+        co_await lmtp::deliver(*rt_.lmtp_pool, id_, envelope, spool_, routes_);
+    for (const std::string& v : verdicts) replies += v;
   }
-  in_data_ = false;
   reset_transaction();
   co_return co_await send(replies);
 }
 
-// Every store at once; each recipient's reply is filled in by its store's delivery.
-asio::awaitable<void> LmtpSession::deliver_all() {
-  std::map<std::string, std::vector<Recipient*>> groups;
-  for (auto& r : rcpts_) groups[r.target_key].push_back(&r);
-  auto self = shared_from_this();
-  std::size_t running = groups.size();
-  asio::steady_timer all_done(rt_.io, asio::steady_timer::time_point::max());
-  for (auto& [key, group] : groups) {
-    asio::co_spawn(rt_.io, deliver(group), [&running, &all_done, self](std::exception_ptr) {
-      if (--running == 0) all_done.cancel();
-    });
-  }
-  while (running > 0) {
-    std::error_code ec;
-    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
-}
-
-asio::awaitable<void> LmtpSession::deliver(std::vector<Recipient*> group) {
-  const Target& t = group.front()->target;
-  const std::string key = group.front()->target_key;
-  StoreClient client(rt_.io, cfg_.lmtp.store_timeout);
-  // A kept connection first; if it turns out dead before anything was accepted, once more
-  // on a fresh one.
-  auto& kept = pool()[key];
-  while (!kept.empty() && Clock::now() - kept.back().since > kPoolIdle) kept.pop_back();
-  bool have_pooled = !kept.empty();
-  if (have_pooled) {
-    client.adopt(std::move(kept.back()));
-    kept.pop_back();
-  }
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    if (attempt == 1 || !have_pooled) client.fresh();
-    bool retry = false;
-    bool ok = co_await deliver_once(client, group, &retry);
-    if (ok) {
-      if (pool()[key].size() < 8) pool()[key].push_back(client.release());
-      co_return;
-    }
-    if (!retry || !client.reused()) break;
-  }
-  for (Recipient* r : group)
-    if (r->reply.empty())
-      r->reply = "451 4.4.1 <" + r->address + ">: Mail store " +
-                 (t.backend.empty() ? t.hosts.front() : t.backend) + " not available\r\n";
-}
-
-// One LMTP transaction with one store. False when the connection failed; *retry when it
-// failed before the store accepted anything (a kept connection that had died).
-asio::awaitable<bool> LmtpSession::deliver_once(StoreClient& c, std::vector<Recipient*>& group,
-                                                bool* retry) {
-  const Target& t = group.front()->target;
-  *retry = false;
-  if (!c.reused()) {
-    std::string server, host, why;
-    bool connected = co_await connect_target(c.stream().socket(), t, rt_.health, &server, &host, &why);
-    if (!connected) {
-      LOG_WARN("lmtp delivery: %s", why.c_str());
-      co_return false;
-    }
-    if (t.tls == "implicit") {
-      bool secured = co_await c.stream().connect_tls(*rt_.store_tls, host, t.tls_verify, &why);
-      if (!secured) {
-        LOG_WARN("lmtp delivery: %s: %s", server.c_str(), why.c_str());
-        co_return false;
-      }
-    }
-    auto greeting = co_await c.reply();
-    if (greeting.first != 220) co_return false;
-    bool sent = co_await c.send("LHLO " + hostname_ + "\r\n");
-    if (!sent) co_return false;
-    auto lhlo = co_await c.reply();
-    if (lhlo.first != 250) co_return false;
-    c.take_lines();
-  }
-  // MAIL, every RCPT and DATA in one write (the stores we talk to pipeline, as RFC 2033
-  // requires of LMTP servers), then the answers in order.
-  auto from = lmtp::format_path(*mail_from_);
-  std::string out = "MAIL FROM:" + (from ? *from : std::string("<>")) +
-                    (body_ == lmtp::Body::EightBitMime ? " BODY=8BITMIME" : "") + "\r\n";
-  for (Recipient* r : group) {
-    auto path = lmtp::format_path(r->store_address);
-    out += "RCPT TO:" + (path ? *path : "<" + r->store_address + ">") + "\r\n";
-  }
-  out += "DATA\r\n";
-  bool sent = co_await c.send(out);
-  if (!sent) {
-    *retry = true;
-    co_return false;
-  }
-  auto mail = co_await c.reply();
-  if (mail.first == 0) {
-    *retry = true;
-    co_return false;
-  }
-  std::vector<Recipient*> accepted;
-  for (Recipient* r : group) {
-    auto answer = co_await c.reply();
-    if (answer.first == 0) co_return false;
-    if (mail.first / 100 != 2) r->reply = mail.second + "\r\n";
-    else if (answer.first / 100 != 2) r->reply = answer.second + "\r\n";
-    else accepted.push_back(r);
-  }
-  auto go = co_await c.reply();
-  if (go.first == 0) co_return false;
-  if (go.first != 354) {
-    for (Recipient* r : accepted) r->reply = go.second + "\r\n";
-    // The store refused the transaction: the connection is still good, if reset.
-    if (accepted.empty() && go.first / 100 == 5) co_return true;
-    bool reset = co_await c.send("RSET\r\n");
-    if (reset) {
-      auto rs = co_await c.reply();
-      co_return rs.first == 250;
-    }
-    co_return false;
-  }
-  // The message, dot-stuffed, in 64 KiB pieces straight from the spool.
-  lmtp::DataEncoder encoder;
-  std::string buf(kChunk, '\0');
-  std::string wire;
-  std::uint64_t offset = 0;
-  for (;;) {
-    long n = spool_.read(offset, buf.data(), buf.size());
-    if (n < 0) co_return false;
-    if (n == 0) break;
-    offset += static_cast<std::uint64_t>(n);
-    wire.clear();
-    encoder.encode(std::string_view(buf.data(), static_cast<std::size_t>(n)), &wire);
-    bool ok = co_await c.send(wire);
-    if (!ok) co_return false;
-  }
-  wire.clear();
-  encoder.finish(&wire);
-  bool ended = co_await c.send(wire);
-  if (!ended) co_return false;
-  // One answer per accepted recipient, in order: only now may 250 be passed on.
-  for (Recipient* r : accepted) {
-    auto answer = co_await c.reply();
-    if (answer.first == 0) co_return false;  // the others get 451 4.4.1
-    r->reply = answer.second + "\r\n";
-    LOG_INFO("lmtp delivered: session=%llu to=\"%s\" store_to=\"%s\" store=%s reply=\"%s\"",
-             static_cast<unsigned long long>(id_), log_quote(r->address).c_str(),
-             log_quote(r->store_address).c_str(), r->target_key.c_str(),
-             log_quote(answer.second).c_str());
-  }
-  co_return true;
-}
-
 }  // namespace
+
+std::string lmtp_hostname(const Config& c) {
+  if (!c.lmtp.hostname.empty()) return c.lmtp.hostname;
+  char buf[256] = "localhost";
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
 
 void start_lmtp_session(Runtime& rt, Socket client, const ListenConfig& listen) {
   std::make_shared<LmtpSession>(rt, std::move(client), listen)->start();

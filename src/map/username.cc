@@ -20,9 +20,28 @@ std::string map_key(const UsernamePolicy& p, std::string_view login) {
   return key;
 }
 
+namespace {
+
+// The store's name for the user when the map renames them, else nullptr.
+const std::string* renamed(const UsernamePolicy& p, const MapAnswer& a) {
+  return p.use_map_user && !a.user.empty() ? &a.user : nullptr;
+}
+
+}  // namespace
+
 std::string store_login(const UsernamePolicy& p, std::string_view key, const MapAnswer& a) {
-  if (p.use_map_user && !a.user.empty()) return a.user;
-  return std::string(key);
+  const std::string* user = renamed(p, a);
+  return user ? *user : std::string(key);
+}
+
+std::string store_recipient(const UsernamePolicy& p, std::string_view address,
+                            const MapAnswer& a) {
+  const std::string* user = renamed(p, a);
+  if (!user) return std::string(address);
+  // A domain never holds "@", so the last one splits even a quoted local part.
+  const auto at = address.rfind('@');
+  if (user->find('@') != std::string::npos || at == std::string_view::npos) return *user;
+  return *user + std::string(address.substr(at));
 }
 
 }  // namespace sy

@@ -25,6 +25,11 @@ std::string map_key(const UsernamePolicy& p, std::string_view login);
 // else the key.
 std::string store_login(const UsernamePolicy& p, std::string_view key, const MapAnswer& a);
 
+// The recipient an LMTP store is given for `address`: the same rename as store_login()
+// (in the address's domain when the map's user has none), else the address as given.
+std::string store_recipient(const UsernamePolicy& p, std::string_view address,
+                            const MapAnswer& a);
+
 }  // namespace sy
 
 #endif

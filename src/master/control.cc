@@ -7,36 +7,39 @@
 #include <memory>
 #include <vector>
 
+#include "lmtp/store_pool.h"
 #include "log/log.h"
 #include "map/lookup_service.h"
+#include "map/username.h"
 
 namespace sy {
 namespace {
 
 using Local = asio::local::stream_protocol;
-std::unique_ptr<Local::acceptor> g_acceptor;  // one per worker process
 
 std::string answer(Runtime& rt, const std::string& line) {
   std::string cmd = line.substr(0, line.find(' '));
   std::string arg = line.size() > cmd.size() ? line.substr(cmd.size() + 1) : std::string();
   std::string out;
   if (cmd == "status") {
-    out = "worker " + std::to_string(::getpid()) + " sessions " + std::to_string(rt.sessions) +
-          " prelogin " + std::to_string(rt.prelogin.size()) + " cache " +
+    out = "worker " + std::to_string(::getpid()) + " sessions " +
+          std::to_string(rt.sessions.size()) + " prelogin " +
+          std::to_string(rt.sessions.count(SessionStage::PreLogin)) + " cache " +
           std::to_string(rt.lookups.cache_size()) + "\n";
   } else if (cmd == "who") {
-    for (const auto& [id, s] : rt.live) out += s->describe() + "\n";
+    for (const auto& [id, e] : rt.sessions.entries())
+      out += std::to_string(id) + " " + kind_name(e.kind) + " " + e.handle->describe() +
+             " key=\"" + log_quote(e.key) + "\"\n";
   } else if (cmd == "kick" && !arg.empty()) {
-    std::vector<SessionHandle*> victims;
-    for (const auto& [id, s] : rt.live)
-      if (s->user() == arg) victims.push_back(s);
-    for (auto* s : victims) s->kick();
-    out = "kicked " + std::to_string(victims.size()) + "\n";
-    if (!victims.empty())
-      LOG_NOTICE("control: kicked %zu sessions of \"%s\"", victims.size(),
-                 log_quote(arg).c_str());
+    // By map key, through the username policy: any spelling of the login matches.
+    const std::string key = map_key(rt.config.username, arg);
+    std::size_t n = rt.sessions.kick(key);
+    out = "kicked " + std::to_string(n) + "\n";
+    if (n > 0)
+      LOG_NOTICE("control: kicked %zu sessions of \"%s\"", n, log_quote(key).c_str());
   } else if (cmd == "flush") {
     rt.lookups.flush_cache();
+    if (rt.lmtp_pool) rt.lmtp_pool->clear();
     out = "flushed\n";
   } else {
     out = "error unknown command\n";
@@ -62,10 +65,10 @@ asio::awaitable<void> serve_one(Runtime& rt, Local::socket s) {
   co_await asio::async_write(s, asio::buffer(reply), asio::redirect_error(asio::use_awaitable, ec));
 }
 
-asio::awaitable<void> accept_control(Runtime& rt) {
+asio::awaitable<void> accept_control(Runtime& rt, Local::acceptor& acceptor) {
   for (;;) {
     std::error_code ec;
-    Local::socket s = co_await g_acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    Local::socket s = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return;
     asio::co_spawn(rt.io, serve_one(rt, std::move(s)), asio::detached);
   }
@@ -77,7 +80,8 @@ std::string control_path(const std::string& dir, int pid) {
   return dir + "/worker-" + std::to_string(pid) + ".sock";
 }
 
-bool open_control(asio::io_context& io, const std::string& dir, std::string* error) {
+std::unique_ptr<ControlSocket> open_control(asio::io_context& io, const std::string& dir,
+                                            std::string* error) {
   std::string path = control_path(dir, ::getpid());
   ::unlink(path.c_str());
   std::error_code ec;
@@ -87,15 +91,22 @@ bool open_control(asio::io_context& io, const std::string& dir, std::string* err
   if (!ec) acc->listen(16, ec);
   if (ec) {
     *error = path + ": " + ec.message();
-    return false;
+    return nullptr;
   }
   ::chmod(path.c_str(), 0600);
-  g_acceptor = std::move(acc);
-  return true;
+  return std::make_unique<ControlSocket>(std::move(acc), std::move(path));
 }
 
-void serve_control(Runtime& rt) {
-  if (g_acceptor) asio::co_spawn(rt.io, accept_control(rt), asio::detached);
+ControlSocket::ControlSocket(std::unique_ptr<Local::acceptor> acceptor, std::string path)
+    : acceptor_(std::move(acceptor)), path_(std::move(path)) {}
+
+ControlSocket::~ControlSocket() {
+  std::error_code ignored;
+  acceptor_->close(ignored);
+}
+
+void ControlSocket::serve(Runtime& rt) {
+  asio::co_spawn(rt.io, accept_control(rt, *acceptor_), asio::detached);
 }
 
 }  // namespace sy

@@ -14,29 +14,18 @@
 #include "config/config.h"
 #include "core/client_table.h"
 #include "net/health.h"
+#include "worker/session_registry.h"
 
 namespace sy {
 
 class BufferPool;
 class LookupService;
 class PipePool;
+namespace lmtp {
+class StorePool;
+}
 
 using Socket = asio::generic::stream_protocol::socket;
-
-// What the worker (signals, control socket) may do with a live session.
-class SessionHandle {
- public:
-  // Before login: say goodbye and close now (a stopping worker); logged-in sessions get
-  // a grace period instead.
-  virtual void shut_down() = 0;
-  // Close both sides now, whatever the phase (switchyardctl kick).
-  virtual void kick() = 0;
-  virtual const std::string& user() const = 0;   // login name, "" before LOGIN
-  virtual std::string describe() const = 0;      // one line for switchyardctl who
-
- protected:
-  ~SessionHandle() = default;
-};
 
 struct Runtime {
   Runtime(asio::io_context& i, const Config& c, LookupService& l, PipePool& p, BufferPool& b,
@@ -59,17 +48,9 @@ struct Runtime {
   ClientTable* clients;                           // shared by all workers; may be null
   HealthTable health;                             // store addresses seen failing
   PenaltyPolicy penalty;
-  std::size_t sessions = 0;           // live sessions in this worker
-  std::uint64_t next_session_id = 1;
+  SessionRegistry sessions;           // every live session of this worker
   bool draining = false;              // stop accepting; exit when sessions reach 0
-  std::unordered_map<std::uint64_t, SessionHandle*> prelogin;  // not logged in yet, by id
-  std::unordered_map<std::uint64_t, SessionHandle*> live;      // every session, by id
-  std::function<void()> on_idle;      // called when draining and the last session ends
-
-  void session_started() { ++sessions; }
-  void session_ended() {
-    if (--sessions == 0 && draining && on_idle) on_idle();
-  }
+  lmtp::StorePool* lmtp_pool = nullptr;  // kept LMTP store connections (owned by the worker)
 };
 
 }  // namespace sy

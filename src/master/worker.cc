@@ -16,6 +16,7 @@
 
 #include "imap/session.h"
 #include "lmtp/session.h"
+#include "lmtp/store_pool.h"
 #include "pop3/session.h"
 #include "socketmap/session.h"
 #include "log/log.h"
@@ -32,6 +33,9 @@ namespace sy {
 namespace {
 
 constexpr auto kStopGrace = std::chrono::seconds(5);
+// Kept LMTP store connections: at most this many idle per store, each at most this long.
+constexpr std::size_t kLmtpPerStore = 8;
+constexpr auto kLmtpMaxIdle = std::chrono::seconds(30);
 
 using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 
@@ -124,8 +128,11 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
   // (Completions posted from the lookup thread still go through the locked queue.)
   asio::io_context io(ASIO_CONCURRENCY_HINT_UNSAFE_IO);
   // The control socket is made as root, so that only root may use it.
-  if (!config.control_dir.empty() && !open_control(io, config.control_dir, &error))
-    LOG_WARN("no control socket: %s", error.c_str());
+  std::unique_ptr<ControlSocket> control;
+  if (!config.control_dir.empty()) {
+    control = open_control(io, config.control_dir, &error);
+    if (!control) LOG_WARN("no control socket: %s", error.c_str());
+  }
   if (!drop_privileges(config.user, &error)) {
     LOG_ERROR("%s", error.c_str());
     return 2;
@@ -134,6 +141,11 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
   PipePool pipes;
   BufferPool buffers;
   Runtime rt(io, config, lookups, pipes, buffers, std::move(store_tls), clients);
+  lmtp::StorePool lmtp_pool(
+      lmtp::StoreEnv{io, rt.health, rt.store_tls.get(), lmtp_hostname(config),
+                     config.lmtp.store_timeout},
+      kLmtpPerStore, kLmtpMaxIdle);
+  rt.lmtp_pool = &lmtp_pool;
 
   std::vector<std::unique_ptr<Acceptor>> acceptors;
   for (const auto& l : listeners) {
@@ -150,7 +162,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
 
   // Reloading is the master's job; a worker (or the single process) ignores SIGHUP.
   ::signal(SIGHUP, SIG_IGN);
-  serve_control(rt);
+  if (control) control->serve(rt);
   for (const auto& [name, b] : config.backends)
     if (b.check_interval.count() > 0 && b.imap.rfind("unix:", 0) != 0)
       asio::co_spawn(io, check_backend(rt, b), asio::detached);
@@ -163,37 +175,34 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
       std::error_code ignored;
       a->close(ignored);
     }
+    lmtp_pool.clear();  // kept store connections would outlive the last session
   };
-  rt.on_idle = [&] { io.stop(); };
+  rt.sessions.on_empty = [&] { io.stop(); };
   std::function<void(const std::error_code&, int)> on_signal =
       [&](const std::error_code& ec, int sig) {
         if (ec) return;
         stop_accepting();
-        if (rt.sessions == 0) {
+        const bool drain = sig == SIGUSR2;
+        // What each kind of session does now is the registry's (ends_on_stop).
+        std::size_t told = rt.sessions.stop(drain);
+        if (rt.sessions.size() == 0) {
           io.stop();
           return;
         }
-        if (sig != SIGUSR2) {
-          // Clients still at the login prompt are told at once; relays get the grace.
-          std::vector<SessionHandle*> waiting;
-          for (auto& [id, s] : rt.prelogin) waiting.push_back(s);
-          for (auto* s : waiting) s->shut_down();
-          LOG_INFO("stopping: %zu sessions get %llds to finish", rt.sessions,
-                   static_cast<long long>(kStopGrace.count()));
+        if (!drain) {
+          LOG_INFO("stopping: %zu sessions told to end, %zu get %llds to finish", told,
+                   rt.sessions.size(), static_cast<long long>(kStopGrace.count()));
           grace.expires_after(kStopGrace);
-          grace.async_wait([&](const std::error_code& e) {
-            if (!e) io.stop();
-          });
         } else {
-          // After a reload, old sessions (an IDLE, a Postfix connection) may finish on
-          // their own terms, but not forever: past drain_timeout they are closed.
-          LOG_INFO("draining: %zu sessions left, at most %s", rt.sessions,
+          // After a reload, old sessions (an IDLE, a login in progress) may finish on their
+          // own terms, but not forever: past drain_timeout they are closed.
+          LOG_INFO("draining: %zu sessions left, at most %s", rt.sessions.size(),
                    format_duration(config.limits.drain_timeout).c_str());
           grace.expires_after(config.limits.drain_timeout);
-          grace.async_wait([&](const std::error_code& e) {
-            if (!e) io.stop();
-          });
         }
+        grace.async_wait([&](const std::error_code& e) {
+          if (!e) io.stop();
+        });
         signals.async_wait(on_signal);
       };
   signals.async_wait(on_signal);

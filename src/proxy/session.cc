@@ -52,7 +52,7 @@ ProxySession::ProxySession(Runtime& rt, Socket client, const ListenConfig& liste
       tls_(std::move(tls)),
       client_(std::move(client)),
       upstream_(rt.io),
-      id_(rt.next_session_id++),
+      id_(rt.sessions.next_id()),
       protocol_(protocol),
       deadline_(rt.io) {
   set_client(peer_endpoint(client_.socket().native_handle()),
@@ -64,20 +64,16 @@ ProxySession::~ProxySession() {
 }
 
 void ProxySession::start() {
-  rt_.session_started();
-  rt_.prelogin[id_] = this;
-  rt_.live[id_] = this;
+  const SessionKind kind = std::string_view(protocol_) == "pop3" ? SessionKind::Pop3
+                                                                : SessionKind::Imap;
+  registration_ = rt_.sessions.enter(*this, id_, kind, SessionStage::PreLogin);
   auto self = shared_from_this();
   asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) {
-    self->rt_.prelogin.erase(self->id_);
     if (!self->splicing_) self->end_session();
   });
 }
 
-void ProxySession::end_session() {
-  rt_.live.erase(id_);
-  rt_.session_ended();
-}
+void ProxySession::end_session() { registration_.reset(); }
 
 void ProxySession::log_relay_end(const RelayResult& r, bool write_error) {
   LOG_INFO("%s session %llu closed: client=%s user=\"%s\" phase=relay reason=%s in=%llu "
@@ -102,8 +98,8 @@ void ProxySession::kick() {
 }
 
 std::string ProxySession::describe() const {
-  return std::to_string(id_) + " " + protocol_ + " " + phase_name(phase_) + " client=" + peer_ +
-         " user=\"" + log_quote(user_) + "\" server=" + (server_.empty() ? "-" : server_);
+  return std::string(phase_name(phase_)) + " client=" + peer_ + " user=\"" +
+         log_quote(user_) + "\" server=" + (server_.empty() ? "-" : server_);
 }
 
 void ProxySession::set_client(Endpoint remote, Endpoint local) {
@@ -298,7 +294,7 @@ asio::awaitable<void> ProxySession::run() {
 
 // Logged in: pass on what either side already sent, then relay until one side closes.
 asio::awaitable<void> ProxySession::relay_phase() {
-  rt_.prelogin.erase(id_);
+  registration_.set_stage(SessionStage::LoggedIn);
   *deadline_done_ = true;
   deadline_.cancel();
   phase_ = Phase::Relay;
@@ -337,6 +333,7 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
   user_ = user;
   const Config& cfg = rt_.config;
   std::string key = map_key(cfg.username, user);
+  registration_.set_key(key);
   phase_ = Phase::Lookup;
   // A name with NUL, CR or LF (possible in an IMAP literal) matches nobody: C maps would
   // see it cut at the NUL, and stores may too.

@@ -54,7 +54,6 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   void start();
   void shut_down() override { interrupt(Interrupt::Shutdown); }
   void kick() override;
-  const std::string& user() const override { return user_; }
   std::string describe() const override;
 
  protected:
@@ -144,6 +143,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   std::string server_;   // the store logged in to, for switchyardctl who
   ClientSlot* penalty_slot_ = nullptr;  // failed logins from this address (null: exempt)
   ClientSlot* conn_slot_ = nullptr;     // counted against max_connections_per_ip
+  SessionRegistry::Registration registration_;
 };
 
 }  // namespace sy

@@ -23,28 +23,44 @@ std::string lmtp_nexthop(const Target& t) {
   return "lmtp:inet:" + host + ":" + port;
 }
 
-class SocketmapSession : public std::enable_shared_from_this<SocketmapSession> {
+class SocketmapSession : public std::enable_shared_from_this<SocketmapSession>,
+                         public SessionHandle {
  public:
   SocketmapSession(Runtime& rt, Socket s, const ListenConfig& listen)
-      : rt_(rt), listen_(listen), sock_(std::move(s)), timer_(rt.io) {
+      : rt_(rt), listen_(listen), sock_(std::move(s)), timer_(rt.io), id_(rt.sessions.next_id()) {
     peer_ = peer_name(sock_.native_handle());
   }
 
   void start() {
-    rt_.session_started();
+    registration_ = rt_.sessions.enter(*this, id_, SessionKind::Socketmap, SessionStage::Socketmap);
     auto self = shared_from_this();
-    asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) { self->rt_.session_ended(); });
+    asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) { self->registration_.reset(); });
+  }
+
+  // Postfix reopens a socketmap connection whenever it needs one: closing is the goodbye.
+  void shut_down() override { close(); }
+  void kick() override { close(); }
+  std::string describe() const override {
+    return "lookups client=" + peer_ + " requests=" + std::to_string(requests_);
   }
 
  private:
   asio::awaitable<void> run();
   void arm_idle_timer();
 
+  void close() {
+    std::error_code ignored;
+    sock_.close(ignored);
+  }
+
   Runtime& rt_;
   const ListenConfig& listen_;
   Socket sock_;
   asio::steady_timer timer_;
+  std::uint64_t id_;
   std::string peer_;
+  std::uint64_t requests_ = 0;
+  SessionRegistry::Registration registration_;
 };
 
 void SocketmapSession::arm_idle_timer() {
@@ -84,6 +100,7 @@ asio::awaitable<void> SocketmapSession::run() {
         break;
       }
       std::string request = decoder.take();
+      ++requests_;
       auto parts = split_socketmap_request(request);
       if (!parts) {
         netstring_append(&out, "PERM malformed request");

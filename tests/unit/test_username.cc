@@ -59,3 +59,22 @@ TEST(Username, StoreLoginFallsBackToKeyWithoutMapUser) {
   MapAnswer a{"", "store2", ""};
   EXPECT_EQ(sy::store_login(p, "jane", a), "jane");
 }
+
+TEST(Username, StoreRecipientKeepsAddressWithoutRename) {
+  UsernamePolicy p;
+  MapAnswer a{"", "store2", ""};
+  EXPECT_EQ(sy::store_recipient(p, "Jane@Example.ORG", a), "Jane@Example.ORG");
+  MapAnswer renamed{"s009", "store2", ""};
+  p.use_map_user = false;
+  EXPECT_EQ(sy::store_recipient(p, "jane@example.org", renamed), "jane@example.org");
+}
+
+TEST(Username, StoreRecipientRenamesInTheAddressDomain) {
+  UsernamePolicy p;
+  MapAnswer a{"s009", "store2", ""};
+  EXPECT_EQ(sy::store_recipient(p, "jane@example.org", a), "s009@example.org");
+  EXPECT_EQ(sy::store_recipient(p, "\"j@ne\"@example.org", a), "s009@example.org");
+  EXPECT_EQ(sy::store_recipient(p, "postmaster", a), "s009");
+  MapAnswer full{"s009@store.example", "store2", ""};
+  EXPECT_EQ(sy::store_recipient(p, "jane@example.org", full), "s009@store.example");
+}

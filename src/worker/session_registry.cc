@@ -1,0 +1,120 @@
+// The worker's session registry (see session_registry.h).
+#include "worker/session_registry.h"
+
+namespace sy {
+namespace {
+
+// What a stopping worker does with a session in each stage: true, it ends now (told in its
+// protocol's words); false, it may finish. `drain` is the gentler stop after a reload,
+// when the new workers already serve: connections that clients reopen at once (Postfix's
+// LMTP and socketmap clients) move over, and clients at the login prompt may finish.
+bool ends_on_stop(SessionStage s, bool drain) {
+  switch (s) {
+    case SessionStage::PreLogin: return !drain;
+    case SessionStage::LoggedIn: return false;         // the grace period / drain_timeout
+    case SessionStage::LmtpIdle: return true;          // Postfix reconnects elsewhere
+    case SessionStage::LmtpTransaction: return false;  // never cut in DATA
+    case SessionStage::Socketmap: return true;
+  }
+  return true;
+}
+
+constexpr const char* kKindNames[] = {"imap", "pop3", "lmtp", "socketmap"};
+constexpr const char* kStageNames[] = {"pre-login", "logged-in", "lmtp-idle", "lmtp-transaction",
+                                       "socketmap"};
+static_assert(std::size(kKindNames) == static_cast<std::size_t>(SessionKind::Socketmap) + 1);
+static_assert(std::size(kStageNames) == static_cast<std::size_t>(SessionStage::Socketmap) + 1);
+
+}  // namespace
+
+const char* kind_name(SessionKind k) { return kKindNames[static_cast<std::size_t>(k)]; }
+const char* stage_name(SessionStage s) { return kStageNames[static_cast<std::size_t>(s)]; }
+
+SessionRegistry::Registration::Registration(SessionRegistry* r, std::uint64_t id)
+    : registry_(r), id_(id) {
+  r->entries_.at(id).owner = this;
+}
+
+SessionRegistry::Registration& SessionRegistry::Registration::operator=(
+    Registration&& other) noexcept {
+  if (this != &other) {
+    reset();
+    registry_ = other.registry_;
+    id_ = other.id_;
+    other.registry_ = nullptr;
+    if (registry_) registry_->entries_.at(id_).owner = this;
+  }
+  return *this;
+}
+
+void SessionRegistry::Registration::set_stage(SessionStage stage) {
+  if (registry_) registry_->staged(id_, stage);
+}
+
+void SessionRegistry::Registration::set_key(std::string key) {
+  if (!registry_) return;
+  auto it = registry_->entries_.find(id_);
+  if (it != registry_->entries_.end()) it->second.key = std::move(key);
+}
+
+void SessionRegistry::Registration::reset() {
+  SessionRegistry* r = registry_;
+  registry_ = nullptr;
+  if (r) r->leave(id_);
+}
+
+SessionRegistry::Registration SessionRegistry::enter(SessionHandle& h, std::uint64_t id,
+                                                     SessionKind kind, SessionStage stage) {
+  entries_[id] = Entry{&h, kind, stage, {}, nullptr};
+  return Registration(this, id);
+}
+
+SessionRegistry::~SessionRegistry() {
+  on_empty = nullptr;
+  for (auto& [id, e] : entries_)
+    if (e.owner) e.owner->registry_ = nullptr;
+}
+
+void SessionRegistry::staged(std::uint64_t id, SessionStage stage) {
+  auto it = entries_.find(id);
+  if (it == entries_.end() || it->second.stage == stage) return;
+  it->second.stage = stage;
+  if (stopping_ && ends_on_stop(stage, draining_)) it->second.handle->shut_down();
+}
+
+void SessionRegistry::leave(std::uint64_t id) {
+  entries_.erase(id);
+  if (entries_.empty() && stopping_ && on_empty) on_empty();
+}
+
+std::size_t SessionRegistry::count(SessionStage stage) const {
+  std::size_t n = 0;
+  for (const auto& [id, e] : entries_) n += e.stage == stage;
+  return n;
+}
+
+std::vector<SessionHandle*> SessionRegistry::with_key(std::string_view key) const {
+  std::vector<SessionHandle*> found;
+  for (const auto& [id, e] : entries_)
+    if (!e.key.empty() && e.key == key) found.push_back(e.handle);
+  return found;
+}
+
+std::size_t SessionRegistry::kick(std::string_view key) {
+  std::vector<SessionHandle*> victims = with_key(key);
+  for (SessionHandle* s : victims) s->kick();  // may leave the registry: not iterating it
+  return victims.size();
+}
+
+std::size_t SessionRegistry::stop(bool drain) {
+  // A drain after a stop does not soften it.
+  draining_ = stopping_ ? draining_ && drain : drain;
+  stopping_ = true;
+  std::vector<SessionHandle*> now;
+  for (const auto& [id, e] : entries_)
+    if (ends_on_stop(e.stage, draining_)) now.push_back(e.handle);
+  for (SessionHandle* s : now) s->shut_down();
+  return now.size();
+}
+
+}  // namespace sy
