@@ -48,7 +48,9 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
   // Only between transactions (the registry never stops one in the middle of DATA).
   void shut_down() override {
     closing_ = true;
-    if (!busy_) close();  // else run() says 421 when the command in hand is done
+    if (busy_) return;  // run() says 421 when the command in hand is done
+    std::error_code ignored;
+    sock_.cancel(ignored);  // ends the wait for the next command; run() says 421
   }
   void kick() override { close(); }
   std::string describe() const override {
@@ -148,11 +150,9 @@ asio::awaitable<void> LmtpSession::run() {
       open = co_await handle(parser_.take_command());
       busy_ = false;
     }
-    if (open && closing_) {
-      co_await send("421 4.3.2 " + hostname_ + " shutting down\r\n");
-      open = false;
-    }
+    if (closing_) break;
   }
+  if (closing_) co_await send("421 4.3.2 " + hostname_ + " shutting down\r\n");
   idle_.cancel();
   close();
   LOG_DEBUG("lmtp session %llu closed: client=%s", static_cast<unsigned long long>(id_),

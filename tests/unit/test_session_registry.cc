@@ -1,0 +1,140 @@
+// The worker's session registry: registration lifetime, stages, kick by key, and what a
+// stop or a drain does to each stage.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "worker/session_registry.h"
+
+using sy::SessionKind;
+using sy::SessionRegistry;
+using sy::SessionStage;
+
+namespace {
+
+struct FakeSession : sy::SessionHandle {
+  int shut_downs = 0;
+  int kicks = 0;
+  void shut_down() override { ++shut_downs; }
+  void kick() override { ++kicks; }
+  std::string describe() const override { return "fake"; }
+};
+
+}  // namespace
+
+TEST(SessionRegistry, RegistrationLeavesWhenDestroyedOrReset) {
+  SessionRegistry reg;
+  FakeSession a, b;
+  {
+    auto ra = reg.enter(a, reg.next_id(), SessionKind::Imap, SessionStage::PreLogin);
+    auto rb = reg.enter(b, reg.next_id(), SessionKind::Lmtp, SessionStage::LmtpIdle);
+    EXPECT_EQ(reg.size(), 2u);
+    rb.reset();
+    rb.reset();  // idempotent
+    EXPECT_EQ(reg.size(), 1u);
+  }
+  EXPECT_EQ(reg.size(), 0u);
+}
+
+TEST(SessionRegistry, MovedRegistrationStillLeavesOnce) {
+  SessionRegistry reg;
+  FakeSession a;
+  SessionRegistry::Registration outer;
+  {
+    auto r = reg.enter(a, reg.next_id(), SessionKind::Pop3, SessionStage::PreLogin);
+    outer = std::move(r);
+  }
+  EXPECT_EQ(reg.size(), 1u);
+  outer.set_stage(SessionStage::LoggedIn);
+  EXPECT_EQ(reg.count(SessionStage::LoggedIn), 1u);
+  outer.reset();
+  EXPECT_EQ(reg.size(), 0u);
+}
+
+TEST(SessionRegistry, RegistrationOutlivingTheRegistryIsHarmless) {
+  FakeSession a;
+  SessionRegistry::Registration r;
+  {
+    SessionRegistry reg;
+    r = reg.enter(a, reg.next_id(), SessionKind::Imap, SessionStage::PreLogin);
+  }
+  EXPECT_FALSE(static_cast<bool>(r));
+  r.reset();  // must not touch the dead registry
+}
+
+TEST(SessionRegistry, IdsAreUniqueInAWorker) {
+  SessionRegistry reg;
+  auto first = reg.next_id();
+  EXPECT_NE(first, reg.next_id());
+}
+
+TEST(SessionRegistry, KickMatchesTheMapKeyOnly) {
+  SessionRegistry reg;
+  FakeSession ann1, ann2, bob, unknown;
+  auto r1 = reg.enter(ann1, reg.next_id(), SessionKind::Imap, SessionStage::LoggedIn);
+  auto r2 = reg.enter(ann2, reg.next_id(), SessionKind::Pop3, SessionStage::PreLogin);
+  auto r3 = reg.enter(bob, reg.next_id(), SessionKind::Imap, SessionStage::LoggedIn);
+  auto r4 = reg.enter(unknown, reg.next_id(), SessionKind::Imap, SessionStage::PreLogin);
+  r1.set_key("ann@example.org");
+  r2.set_key("ann@example.org");
+  r3.set_key("bob@example.org");
+  EXPECT_EQ(reg.kick("ann@example.org"), 2u);
+  EXPECT_EQ(ann1.kicks + ann2.kicks, 2);
+  EXPECT_EQ(bob.kicks, 0);
+  EXPECT_EQ(reg.kick(""), 0u);  // sessions without a key are nobody's
+  EXPECT_EQ(unknown.kicks, 0);
+}
+
+TEST(SessionRegistry, StopEndsPreLoginIdleLmtpAndSocketmapNow) {
+  SessionRegistry reg;
+  FakeSession pre, relay, lmtp_idle, lmtp_tx, smap;
+  auto a = reg.enter(pre, reg.next_id(), SessionKind::Imap, SessionStage::PreLogin);
+  auto b = reg.enter(relay, reg.next_id(), SessionKind::Imap, SessionStage::LoggedIn);
+  auto c = reg.enter(lmtp_idle, reg.next_id(), SessionKind::Lmtp, SessionStage::LmtpIdle);
+  auto d = reg.enter(lmtp_tx, reg.next_id(), SessionKind::Lmtp, SessionStage::LmtpTransaction);
+  auto e = reg.enter(smap, reg.next_id(), SessionKind::Socketmap, SessionStage::Socketmap);
+  EXPECT_EQ(reg.stop(false), 3u);
+  EXPECT_EQ(pre.shut_downs, 1);
+  EXPECT_EQ(relay.shut_downs, 0);
+  EXPECT_EQ(lmtp_idle.shut_downs, 1);
+  EXPECT_EQ(lmtp_tx.shut_downs, 0);  // never cut in DATA
+  EXPECT_EQ(smap.shut_downs, 1);
+  // The transaction ends: the LMTP session is told then.
+  d.set_stage(SessionStage::LmtpIdle);
+  EXPECT_EQ(lmtp_tx.shut_downs, 1);
+}
+
+TEST(SessionRegistry, DrainLetsLoginsFinishButMovesPostfixConnections) {
+  SessionRegistry reg;
+  FakeSession pre, lmtp_idle, smap;
+  auto a = reg.enter(pre, reg.next_id(), SessionKind::Pop3, SessionStage::PreLogin);
+  auto b = reg.enter(lmtp_idle, reg.next_id(), SessionKind::Lmtp, SessionStage::LmtpIdle);
+  auto c = reg.enter(smap, reg.next_id(), SessionKind::Socketmap, SessionStage::Socketmap);
+  EXPECT_EQ(reg.stop(true), 2u);
+  EXPECT_EQ(pre.shut_downs, 0);
+  // A stop after the drain is a real stop.
+  reg.stop(false);
+  EXPECT_EQ(pre.shut_downs, 1);
+}
+
+TEST(SessionRegistry, OnEmptyRunsWhenTheLastLeavesWhileStopping) {
+  SessionRegistry reg;
+  int calls = 0;
+  reg.on_empty = [&calls] { ++calls; };
+  FakeSession a;
+  {
+    auto r = reg.enter(a, reg.next_id(), SessionKind::Imap, SessionStage::LoggedIn);
+  }
+  EXPECT_EQ(calls, 0);  // not stopping: nothing to do
+  auto r = reg.enter(a, reg.next_id(), SessionKind::Imap, SessionStage::LoggedIn);
+  reg.stop(false);
+  r.reset();
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(SessionRegistry, NamesCoverEveryValue) {
+  EXPECT_STREQ(sy::kind_name(SessionKind::Socketmap), "socketmap");
+  EXPECT_STREQ(sy::stage_name(SessionStage::LmtpTransaction), "lmtp-transaction");
+  EXPECT_STREQ(sy::stage_name(SessionStage::PreLogin), "pre-login");
+}
