@@ -77,6 +77,7 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
     body_ = lmtp::Body::Unspecified;
     routes_.clear();
     spool_.clear();
+    registration_.set_key("");
     registration_.set_stage(SessionStage::LmtpIdle);
   }
   void close() {
@@ -200,6 +201,7 @@ asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
   LookupRequest q;
   q.key = map_key(cfg_.username, address);
   q.protocol = "lmtp";
+  const std::string key = q.key;
   ChainReply found = co_await rt_.lookups.lookup(std::move(q));
   std::string text;
   const LookupStatus status = found.reply.status;
@@ -216,6 +218,7 @@ asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
     r.target = resolve_target(cfg_, found.reply.answer, Service::Lmtp, found.reply.more);
     r.store_key = lmtp::store_key(r.target);
     routes_.push_back(std::move(r));
+    registration_.add_key(key);  // in flight for this user until the transaction ends
     text = "250 2.1.5 Ok\r\n";
   }
   LOG_INFO("lmtp rcpt: session=%llu client=%s to=\"%s\" map=%s%s result=%.3s",

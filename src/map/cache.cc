@@ -33,4 +33,18 @@ void LookupCache::store(const std::string& key, const ChainReply& r, Clock::time
   }
 }
 
+std::size_t LookupCache::forget(const std::string& prefix) {
+  std::size_t n = 0;
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    if (it->key.compare(0, prefix.size(), prefix) == 0) {
+      index_.erase(it->key);
+      it = lru_.erase(it);
+      ++n;
+    } else {
+      ++it;
+    }
+  }
+  return n;
+}
+
 }  // namespace sy

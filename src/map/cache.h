@@ -34,6 +34,8 @@ class LookupCache {
   // Stores an answer (TempFail is ignored).
   void store(const std::string& key, const ChainReply& r, Clock::time_point now);
   void clear() { lru_.clear(), index_.clear(); }
+  // Drops every entry whose key starts with `prefix`; returns how many.
+  std::size_t forget(const std::string& prefix);
   std::size_t size() const { return index_.size(); }
 
  private:

@@ -1,6 +1,8 @@
 // Lookup thread (see lookup_service.h).
 #include "map/lookup_service.h"
 
+#include "worker/holds.h"
+
 namespace sy {
 namespace {
 
@@ -76,6 +78,13 @@ void LookupService::run() {
 }
 
 asio::awaitable<ChainReply> LookupService::lookup(LookupRequest request) {
+  if (holds_ && holds_->contains(request.key)) {
+    ChainReply held;
+    held.reply.status = LookupStatus::Hold;
+    held.reply.detail = "held by switchyardctl hold";
+    held.map_name = "hold";
+    co_return held;
+  }
   // Cached per key and protocol (an extended map may answer by protocol).
   const std::string key = request.key + '\n' + request.protocol;
   if (auto hit = cache_.fresh(key, LookupCache::Clock::now())) {

@@ -22,6 +22,8 @@
 
 namespace sy {
 
+class HoldSet;
+
 class LookupService {
  public:
   LookupService(asio::io_context& io, std::shared_ptr<const MapChain> chain,
@@ -30,6 +32,11 @@ class LookupService {
 
   asio::awaitable<ChainReply> lookup(LookupRequest request);
   void flush_cache() { cache_.clear(); }
+  // Forgets what the cache holds for one user (every protocol).
+  void forget(const std::string& key) { cache_.forget(key + '\n'); }
+  // Keys held by the proxy itself (switchyardctl hold): answered Hold without asking the
+  // maps. The set belongs to the worker and must outlive this service.
+  void set_holds(const HoldSet* holds) { holds_ = holds; }
   std::size_t cache_size() const { return cache_.size(); }
 
  private:
@@ -41,6 +48,7 @@ class LookupService {
   std::shared_ptr<const MapChain> chain_;
   Millis timeout_;
   LookupCache cache_;
+  const HoldSet* holds_ = nullptr;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -11,11 +12,18 @@
 #include "log/log.h"
 #include "map/lookup_service.h"
 #include "map/username.h"
+#include "worker/holds.h"
 
 namespace sy {
 namespace {
 
 using Local = asio::local::stream_protocol;
+
+std::string join_keys(const std::vector<std::string>& keys) {
+  std::string s;
+  for (const auto& k : keys) s += (s.empty() ? "" : ",") + k;
+  return s;
+}
 
 std::string answer(Runtime& rt, const std::string& line) {
   std::string cmd = line.substr(0, line.find(' '));
@@ -29,7 +37,7 @@ std::string answer(Runtime& rt, const std::string& line) {
   } else if (cmd == "who") {
     for (const auto& [id, e] : rt.sessions.entries())
       out += std::to_string(id) + " " + kind_name(e.kind) + " " + e.handle->describe() +
-             " key=\"" + log_quote(e.key) + "\"\n";
+             " key=\"" + log_quote(join_keys(e.keys)) + "\"\n";
   } else if (cmd == "kick" && !arg.empty()) {
     // By map key, through the username policy: any spelling of the login matches.
     const std::string key = map_key(rt.config.username, arg);
@@ -37,6 +45,25 @@ std::string answer(Runtime& rt, const std::string& line) {
     out = "kicked " + std::to_string(n) + "\n";
     if (n > 0)
       LOG_NOTICE("control: kicked %zu sessions of \"%s\"", n, log_quote(key).c_str());
+  } else if (cmd == "hold" && !arg.empty()) {
+    // Held from now on in this worker; its IMAP/POP3 sessions end now, LMTP transactions
+    // already under way finish (see SessionRegistry::kick). "held <still in flight>".
+    const std::string key = map_key(rt.config.username, arg);
+    if (rt.holds.add(key)) LOG_NOTICE("control: holding \"%s\"", log_quote(key).c_str());
+    rt.sessions.kick(key);
+    out = "held " + std::to_string(rt.sessions.with_key(key).size()) + "\n";
+  } else if (cmd == "inflight" && !arg.empty()) {
+    // The sessions of that user still open here, one per line (none: nothing in flight).
+    const std::string key = map_key(rt.config.username, arg);
+    for (const auto& [id, e] : rt.sessions.entries())
+      if (std::find(e.keys.begin(), e.keys.end(), key) != e.keys.end())
+        out += std::to_string(::getpid()) + "/" + std::to_string(id) + " " + kind_name(e.kind) +
+               " " + e.handle->describe() + "\n";
+  } else if (cmd == "release" && !arg.empty()) {
+    const std::string key = map_key(rt.config.username, arg);
+    if (rt.holds.remove(key)) LOG_NOTICE("control: released \"%s\"", log_quote(key).c_str());
+    rt.lookups.forget(key);  // the map has changed: ask it again
+    out = "released\n";
   } else if (cmd == "flush") {
     rt.lookups.flush_cache();
     if (rt.lmtp_pool) rt.lmtp_pool->clear();

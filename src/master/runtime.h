@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "core/client_table.h"
 #include "net/health.h"
+#include "worker/holds.h"
 #include "worker/session_registry.h"
 
 namespace sy {
@@ -49,6 +50,7 @@ struct Runtime {
   HealthTable health;                             // store addresses seen failing
   PenaltyPolicy penalty;
   SessionRegistry sessions;           // every live session of this worker
+  HoldSet holds;                      // users held by switchyardctl hold
   bool draining = false;              // stop accepting; exit when sessions reach 0
   lmtp::StorePool* lmtp_pool = nullptr;  // kept LMTP store connections (owned by the worker)
 };

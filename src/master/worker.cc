@@ -133,6 +133,10 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
     control = open_control(io, config.control_dir, &error);
     if (!control) LOG_WARN("no control socket: %s", error.c_str());
   }
+  // Users held while their mailbox moves: the file is root's, like the control sockets.
+  HoldSet holds;
+  if (!config.control_dir.empty() && !holds.load(HoldSet::file_in(config.control_dir), &error))
+    LOG_WARN("holds not loaded: %s", error.c_str());
   if (!drop_privileges(config.user, &error)) {
     LOG_ERROR("%s", error.c_str());
     return 2;
@@ -141,6 +145,8 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
   PipePool pipes;
   BufferPool buffers;
   Runtime rt(io, config, lookups, pipes, buffers, std::move(store_tls), clients);
+  rt.holds = std::move(holds);
+  lookups.set_holds(&rt.holds);
   lmtp::StorePool lmtp_pool(
       lmtp::StoreEnv{io, rt.health, rt.store_tls.get(), lmtp_hostname(config),
                      config.lmtp.store_timeout},

@@ -1,6 +1,8 @@
 // The worker's session registry (see session_registry.h).
 #include "worker/session_registry.h"
 
+#include <algorithm>
+
 namespace sy {
 namespace {
 
@@ -53,8 +55,15 @@ void SessionRegistry::Registration::set_stage(SessionStage stage) {
 
 void SessionRegistry::Registration::set_key(std::string key) {
   if (!registry_) return;
-  auto it = registry_->entries_.find(id_);
-  if (it != registry_->entries_.end()) it->second.key = std::move(key);
+  auto& keys = registry_->entries_.at(id_).keys;
+  keys.clear();
+  if (!key.empty()) keys.push_back(std::move(key));
+}
+
+void SessionRegistry::Registration::add_key(std::string key) {
+  if (!registry_ || key.empty()) return;
+  auto& keys = registry_->entries_.at(id_).keys;
+  if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(std::move(key));
 }
 
 void SessionRegistry::Registration::reset() {
@@ -96,12 +105,15 @@ std::size_t SessionRegistry::count(SessionStage stage) const {
 std::vector<SessionHandle*> SessionRegistry::with_key(std::string_view key) const {
   std::vector<SessionHandle*> found;
   for (const auto& [id, e] : entries_)
-    if (!e.key.empty() && e.key == key) found.push_back(e.handle);
+    if (std::find(e.keys.begin(), e.keys.end(), key) != e.keys.end()) found.push_back(e.handle);
   return found;
 }
 
 std::size_t SessionRegistry::kick(std::string_view key) {
-  std::vector<SessionHandle*> victims = with_key(key);
+  std::vector<SessionHandle*> victims;
+  for (const auto& [id, e] : entries_)
+    if (e.kind != SessionKind::Lmtp && std::find(e.keys.begin(), e.keys.end(), key) != e.keys.end())
+      victims.push_back(e.handle);
   for (SessionHandle* s : victims) s->kick();  // may leave the registry: not iterating it
   return victims.size();
 }

@@ -54,7 +54,7 @@ class SessionRegistry {
     SessionHandle* handle;
     SessionKind kind;
     SessionStage stage;
-    std::string key;  // the user's map key, "" until known
+    std::vector<std::string> keys;  // the users' map keys (LMTP: one per recipient)
     Registration* owner = nullptr;
   };
 
@@ -68,7 +68,8 @@ class SessionRegistry {
     Registration& operator=(const Registration&) = delete;
 
     void set_stage(SessionStage stage);
-    void set_key(std::string key);
+    void set_key(std::string key);  // the only key ("" for none)
+    void add_key(std::string key);  // one more (an LMTP recipient)
     void reset();  // leaves the registry (idempotent)
     explicit operator bool() const { return registry_ != nullptr; }
 
@@ -96,7 +97,9 @@ class SessionRegistry {
   const std::map<std::uint64_t, Entry>& entries() const { return entries_; }
   // Sessions whose map key is `key` (already put through the username policy).
   std::vector<SessionHandle*> with_key(std::string_view key) const;
-  // Closes every session of that key now; returns how many.
+  // Closes the IMAP, POP3 and socketmap sessions of that key now; returns how many. LMTP
+  // transactions are left to finish: their store may have the message already, and
+  // cutting them would only make the sender deliver it twice.
   std::size_t kick(std::string_view key);
 
   // The worker stops (drain = false) or drains after a reload (drain = true): every

@@ -133,5 +133,65 @@ class SessionRegistryTest(unittest.TestCase):
         self.assertEqual(self.proxy.process.wait(15), 0)
 
 
+    def imap_login(self, user, password="ann-pw"):
+        c = LineClient(HOST, self.imap_port)
+        try:
+            c.readline()
+            _, tagged = c.command("a", b"LOGIN " + user.encode() + b" " + password.encode())
+            return tagged
+        finally:
+            c.close()
+
+    def test_hold_waits_for_deliveries_and_survives_reload_until_release(self):
+        imap = self.client(self.imap_port)
+        imap.readline()
+        _, tagged = imap.command("a", b"LOGIN Ann@Example.TEST ann-pw")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        busy = self.lmtp_client()
+        busy.send(b"MAIL FROM:<s@example.test>\r\nRCPT TO:<ann@example.test>\r\nDATA\r\n")
+        for expect in (b"250", b"250", b"354"):
+            self.assertTrue(busy.readline().startswith(expect))
+        busy.send(b"Message-ID: <before-hold@test>\r\n\r\nbody\r\n")
+
+        tool = os.path.join(harness.build_dir(), "switchyardctl")
+        hold = subprocess.Popen([tool, "-c", self.proxy.conf_path, "-t", "20", "hold",
+                                 "ann@EXAMPLE.test"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(lambda: hold.poll() is None and hold.kill())
+        # The IMAP session of another spelling ends; the delivery under way does not.
+        self.assertEqual(imap.wait_eof(10.0), b"")
+        harness.wait_for_log(self.proxy.log_path, r'control: holding "ann@example.test"', 10)
+        self.assertIsNone(hold.poll(), "hold returned while a delivery was in flight")
+        self.assertIn("NO [UNAVAILABLE]", self.imap_login("ann@example.test").decode())
+        other = self.lmtp_client()
+        other.send(b"MAIL FROM:<s@example.test>\r\nRCPT TO:<ann@example.test>\r\n")
+        self.assertTrue(other.readline().startswith(b"250"))
+        self.assertTrue(other.readline().startswith(b"451 4.2.1"))
+        smap = self.client(self.smap_port)
+        smap.send(netstring("mailbox ann@example.test"))
+        reply = netstring("TEMP mailbox is being moved")
+        self.assertEqual(smap.read_exact(len(reply)), reply)
+
+        busy.send(b".\r\n")
+        final = busy.readline(10)
+        self.assertTrue(final.startswith(b"250 2.0.0"), (final, self.proxy.log_text()[-3000:]))
+        out, _ = hold.communicate(timeout=20)
+        self.assertEqual(hold.returncode, 0, out)
+        self.assertIn("nothing in flight", out)
+        self.assertEqual(self.message_ids(), ["before-hold"])
+        self.assertIn("holds ann@example.test", self.ctl("status").stdout)
+
+        # A reload starts new workers: they read the hold.
+        start = len(self.proxy.log_text())
+        os.kill(self.proxy.pid, signal.SIGHUP)
+        harness.wait_for_log(self.proxy.log_path, r"configuration reloaded", 10, start=start)
+        self.assertIn("NO [UNAVAILABLE]", self.imap_login("ann@example.test").decode())
+
+        r = self.ctl("release", "Ann@example.test")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertTrue(self.imap_login("ann@example.test").startswith(b"a OK"))
+        self.assertNotIn("holds", self.ctl("status").stdout)
+
+
 if __name__ == "__main__":
     unittest.main()

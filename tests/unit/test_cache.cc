@@ -91,3 +91,16 @@ TEST(LookupCache, ZeroCapacityDisables) {
   c.store("jane", reply(sy::LookupStatus::Found), Clock::time_point(1000s));
   EXPECT_FALSE(c.fresh("jane", Clock::time_point(1000s)));
 }
+
+TEST(LookupCache, ForgetDropsOneUsersEntriesOnly) {
+  sy::LookupCache c(settings());
+  auto now = Clock::now();
+  c.store("ann\nimap", reply(sy::LookupStatus::Found), now);
+  c.store("ann\nlmtp", reply(sy::LookupStatus::Found), now);
+  c.store("anne\nimap", reply(sy::LookupStatus::Found), now);
+  EXPECT_EQ(c.forget("ann\n"), 2u);
+  EXPECT_FALSE(c.fresh("ann\nimap", now));
+  EXPECT_FALSE(c.stale("ann\nlmtp", now));
+  EXPECT_TRUE(c.fresh("anne\nimap", now));
+  EXPECT_EQ(c.size(), 1u);
+}

@@ -5,7 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "worker/holds.h"
 #include "worker/session_registry.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
 
 using sy::SessionKind;
 using sy::SessionRegistry;
@@ -86,6 +91,23 @@ TEST(SessionRegistry, KickMatchesTheMapKeyOnly) {
   EXPECT_EQ(unknown.kicks, 0);
 }
 
+TEST(SessionRegistry, KickLeavesLmtpTransactionsToFinish) {
+  SessionRegistry reg;
+  FakeSession imap, lmtp;
+  auto a = reg.enter(imap, reg.next_id(), SessionKind::Imap, SessionStage::LoggedIn);
+  auto b = reg.enter(lmtp, reg.next_id(), SessionKind::Lmtp, SessionStage::LmtpTransaction);
+  a.set_key("ann");
+  b.add_key("bob");
+  b.add_key("ann");
+  b.add_key("ann");
+  EXPECT_EQ(reg.entries().at(2).keys.size(), 2u);
+  EXPECT_EQ(reg.with_key("ann").size(), 2u);  // both in flight
+  EXPECT_EQ(reg.kick("ann"), 1u);
+  EXPECT_EQ(lmtp.kicks, 0);
+  b.set_key("");
+  EXPECT_EQ(reg.with_key("ann").size(), 1u);
+}
+
 TEST(SessionRegistry, StopEndsPreLoginIdleLmtpAndSocketmapNow) {
   SessionRegistry reg;
   FakeSession pre, relay, lmtp_idle, lmtp_tx, smap;
@@ -137,4 +159,30 @@ TEST(SessionRegistry, NamesCoverEveryValue) {
   EXPECT_STREQ(sy::kind_name(SessionKind::Socketmap), "socketmap");
   EXPECT_STREQ(sy::stage_name(SessionStage::LmtpTransaction), "lmtp-transaction");
   EXPECT_STREQ(sy::stage_name(SessionStage::PreLogin), "pre-login");
+}
+
+TEST(HoldSet, MissingFileIsEmptyAndSaveLoadRoundTrips) {
+  char dir[] = "/tmp/sy-holds-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string file = sy::HoldSet::file_in(dir);
+  sy::HoldSet h;
+  std::string error;
+  ASSERT_TRUE(h.load(file, &error)) << error;
+  EXPECT_TRUE(h.empty());
+  EXPECT_TRUE(h.add("ann@example.org"));
+  EXPECT_FALSE(h.add("ann@example.org"));
+  EXPECT_TRUE(h.add("bob"));
+  ASSERT_TRUE(h.save(file, &error)) << error;
+  sy::HoldSet again;
+  ASSERT_TRUE(again.load(file, &error)) << error;
+  EXPECT_TRUE(again.contains("ann@example.org"));
+  EXPECT_TRUE(again.contains("bob"));
+  EXPECT_FALSE(again.contains("ann"));
+  EXPECT_TRUE(again.remove("bob"));
+  EXPECT_FALSE(again.remove("bob"));
+  ASSERT_TRUE(again.save(file, &error));
+  ASSERT_TRUE(h.load(file, &error));
+  EXPECT_EQ(h.keys().size(), 1u);
+  ::unlink(file.c_str());
+  ::rmdir(dir);
 }
