@@ -322,6 +322,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"tls_verify", r.boolean(&b.tls_verify)},
                    {"forward_client_ip", r.boolean(&b.forward_client_ip)},
                    {"connect_timeout", r.duration(&b.connect_timeout)},
+                   {"login_timeout", r.duration(&b.login_timeout)},
                    {"down_time", r.duration(&b.down_time)},
                    {"check_interval", r.duration(&b.check_interval)}}))
         return false;

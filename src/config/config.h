@@ -59,6 +59,7 @@ struct BackendConfig {
   bool tls_verify = true;          // verify the store's certificate against [tls] ca
   bool forward_client_ip = false;  // tell the store who the client is (IMAP ID, POP3 XCLIENT)
   Millis connect_timeout{5000};
+  Millis login_timeout{15000};   // connect + TLS + greeting + login, for IMAP/POP3
   Millis down_time{10000};       // skip an address this long after it failed
   Millis check_interval{0};      // probe the addresses this often (0: only passively)
   int line = 0;

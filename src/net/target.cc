@@ -29,6 +29,7 @@ Target resolve_target(const Config& config, const MapAnswer& answer, Service ser
     t.backend = b.name;
     t.hosts = b.hosts;
     t.connect_timeout = b.connect_timeout;
+    t.login_timeout = b.login_timeout;
     t.down_time = b.down_time;
     t.tls = b.tls;
     t.tls_verify = b.tls_verify;

@@ -19,6 +19,7 @@ struct Target {
   std::string port;                // digits, a service name, or "unix:/path"
   std::vector<std::string> host_ports;  // per host, overriding `port` where not empty
   Millis connect_timeout{5000};
+  Millis login_timeout{15000};  // the whole store login (connect, TLS, greeting, login)
   Millis down_time{10000};
   std::string tls = "none";  // none | starttls | implicit
   bool tls_verify = true;

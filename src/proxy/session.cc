@@ -398,21 +398,42 @@ asio::awaitable<LoginOutcome> ProxySession::reach_store(const Target& target,
                                                         const std::string& password,
                                                         std::string* reply, std::string* server,
                                                         std::string* why) {
+  // A store that accepts and then says nothing must not hold the client until its own
+  // login_timeout: past the back end's login_timeout the store connection is closed,
+  // which ends whichever step waits on it.
+  struct Watch {
+    bool done = false;
+    bool expired = false;
+  };
+  auto watch = std::make_shared<Watch>();
+  asio::steady_timer watchdog(rt_.io, target.login_timeout);
+  watchdog.async_wait([this, watch](const std::error_code& ec) {
+    if (ec || watch->done) return;
+    watch->expired = true;
+    upstream_.close();
+  });
   phase_ = Phase::UpstreamConnect;
   std::string host;
+  LoginOutcome outcome = LoginOutcome::Unavailable;
   bool connected =
       co_await connect_target(upstream_.socket(), target, rt_.health, server, &host, why);
-  if (!connected) co_return LoginOutcome::Unavailable;
-  phase_ = Phase::UpstreamLogin;
-  if (target.tls == "implicit") {
-    bool secured = co_await upstream_.connect_tls(*rt_.store_tls, host, target.tls_verify, why);
-    if (!secured) {
-      *why = *server + ": " + *why;
-      co_return LoginOutcome::Unavailable;
+  if (connected) {
+    phase_ = Phase::UpstreamLogin;
+    bool secured = true;
+    if (target.tls == "implicit") {
+      secured = co_await upstream_.connect_tls(*rt_.store_tls, host, target.tls_verify, why);
+      if (!secured) *why = *server + ": " + *why;
     }
+    if (secured)
+      outcome = co_await store_login(target, host, *server, store_user, password, reply, why);
   }
-  LoginOutcome outcome =
-      co_await store_login(target, host, *server, store_user, password, reply, why);
+  watch->done = true;
+  watchdog.cancel();
+  if (watch->expired) {
+    *why = *server + ": no answer within login_timeout (" +
+           format_duration(target.login_timeout) + ") in " + phase_name(phase_);
+    outcome = LoginOutcome::Unavailable;
+  }
   co_return outcome;
 }
 

@@ -40,7 +40,7 @@ FAKE = ["r1@fake.test", "r2@fake.test", "r3@fake.test"]
 AMY = "amy@example.test"
 GHOST = "ghost@example.test"   # routed to Dovecot, which does not know her
 # The store side of an IMAP/POP3 login (connect, greeting, LOGIN) must end within this
-# (the back end's connect_timeout below is 1s); the client's login_timeout is far longer,
+# (the back end's login_timeout below is 2s); the client's login_timeout is far longer,
 # so only the store-side bound can pass these tests.
 STORE_LOGIN_BOUND = 6.0
 
@@ -404,6 +404,12 @@ class LmtpFaultTest(unittest.TestCase):
                 # A store timeout costs a few store_timeouts at most (a retry included).
                 self.assertLess(elapsed, 4 * STORE_TIMEOUT + 2 * SLOW, name)
                 self.more_messages(c, mid, count=1)
+        # Every failure says which session, which store and why.
+        reasons = re.findall(r'lmtp delivery: session=\d+ store=fake server=\S+ reason="([^"]+)"',
+                             self.router.log_text())
+        self.assertGreaterEqual(len(reasons), len(self.CONNECTION_FAULTS), self.describe())
+        self.assertTrue(any(r.startswith("timeout") for r in reasons), reasons)
+        self.assertTrue(any(r.startswith("connection lost") for r in reasons), reasons)
         self.assert_store_manners()
 
     def test_store_closes_after_some_final_replies(self):
@@ -515,7 +521,7 @@ class StoreLoginFaultTest(unittest.TestCase):
                   "[lookup]\ncache_size = 0\n\n"
                   "[limits]\nlogin_timeout = \"30s\"\n\n"
                   "[backend.fake]\nhost = \"127.0.0.1\"\nimap = %d\npop3 = %d\n"
-                  "connect_timeout = \"1s\"\ndown_time = \"0s\"\n"
+                  "connect_timeout = \"1s\"\nlogin_timeout = \"2s\"\ndown_time = \"0s\"\n"
                   % (toml_string(harness.map_dir()), cls.imap_port, cls.pop3_port,
                      toml_string(map_path), cls.imap.port, cls.pop3.port))
         cls.proxy = Switchyard(None, os.path.join(cls.tmp, "proxy"), config)
