@@ -143,6 +143,27 @@ class Reader {
       return true;
     };
   }
+  // POP3 CAPA lines (RFC 2449): a list, possibly empty, of "KEYWORD [param ...]", each
+  // printable ASCII without leading, trailing or doubled spaces, at most 255 bytes.
+  Handler capability_list(std::vector<std::string>* out) {
+    return [this, out](const toml::node& n) {
+      const toml::array* a = n.as_array();
+      if (!a) return fail(n, "expected a list of capabilities such as [\"TOP\", \"UIDL\"]");
+      out->clear();
+      for (const auto& e : *a) {
+        auto s = e.value<std::string>();
+        bool ok = e.is_string() && s && !s->empty() && s->size() <= 255 && s->front() != ' ' &&
+                  s->back() != ' ' && s->find("  ") == std::string::npos;
+        if (ok)
+          for (unsigned char c : *s) ok = ok && c >= 0x20 && c < 0x7f;
+        if (!ok)
+          return fail(e, "expected a capability: printable ASCII words, such as \"TOP\" or "
+                         "\"EXPIRE NEVER\"");
+        out->push_back(*s);
+      }
+      return true;
+    };
+  }
   Handler cidrs(std::vector<Cidr>* out) {
     return [this, out](const toml::node& n) {
       const toml::array* a = n.as_array();
@@ -255,9 +276,13 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                  {"max_connections_per_ip", r.integer(&l.max_connections_per_ip, 0, 100000)},
                  {"proxy_protocol", r.boolean(&l.proxy_protocol)},
                  {"trusted_proxies", r.cidrs(&l.trusted_proxies)},
-                 {"allow_from", r.opt_cidrs(&l.allow_from)}}))
+                 {"allow_from", r.opt_cidrs(&l.allow_from)},
+                 {"pop3_capabilities", r.capability_list(&l.pop3_capabilities)}}))
       return false;
     if (l.protocol.empty()) l.protocol = "imap";
+    const toml::node* caps = t.get("pop3_capabilities");
+    if (caps && l.protocol != "pop3" && l.protocol != "pop3s")
+      return r.fail(*caps, "pop3_capabilities is for pop3 and pop3s listeners");
     if (!l.allow_from && (l.protocol == "lmtp" || l.protocol == "socketmap"))
       l.allow_from = std::vector<Cidr>{*Cidr::parse("127.0.0.0/8"), *Cidr::parse("::1")};
     c.listen.push_back(std::move(l));

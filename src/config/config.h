@@ -29,6 +29,11 @@ struct ListenConfig {
   // Who may connect at all (TCP; Unix sockets go by file permissions). Unset: everyone,
   // except on lmtp and socketmap listeners, which take loopback clients only.
   std::optional<std::vector<Cidr>> allow_from;
+  // POP3 CAPA before login: what the store offers after login, as a Dovecot store
+  // does. USER and SASL are announced only where clear-text login is allowed (SASL as
+  // the mechanisms Switchyard takes), STLS only where STLS is available.
+  std::vector<std::string> pop3_capabilities = {
+      "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "USER", "SASL", "STLS"};
   int line = 0;
 
   bool implicit_tls() const { return protocol == "imaps" || protocol == "pop3s"; }
@@ -79,7 +84,9 @@ struct LimitsConfig {
   Millis idle_timeout{30 * 60'000};
   int max_bad_commands = 10;
   int max_login_attempts = 3;
-  std::size_t max_line_length = 8192;
+  // Before login. A line fits the largest RFC 2971 ID (30 pairs of 30-octet fields and
+  // 1024-octet values, about 32 KB, twice that if every byte is escaped).
+  std::size_t max_line_length = 65536;
   std::size_t max_literal_size = 8192;
   // Failed logins per client address: a doubling delay, then a temporary block.
   Millis drain_timeout{3600000};  // after a reload, old workers' sessions may last this long

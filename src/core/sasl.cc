@@ -1,7 +1,8 @@
-// SASL PLAIN and base64 (see sasl.h).
+// base64, SASL PLAIN and LOGIN, and SaslServer (see sasl.h).
 #include "core/sasl.h"
 
 #include <cstring>
+#include <utility>
 
 namespace sy {
 namespace {
@@ -79,6 +80,95 @@ std::optional<PlainCredentials> decode_sasl_plain(std::string_view base64) {
   wipe(*raw);
   if (c.authcid.empty()) return std::nullopt;
   return c;
+}
+
+std::optional<SaslMechanism> parse_sasl_mechanism(std::string_view name) {
+  auto is = [name](std::string_view upper) {
+    if (name.size() != upper.size()) return false;
+    for (std::size_t i = 0; i < name.size(); ++i) {
+      char c = name[i];
+      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+      if (c != upper[i]) return false;
+    }
+    return true;
+  };
+  if (is("PLAIN")) return SaslMechanism::Plain;
+  if (is("LOGIN")) return SaslMechanism::Login;
+  return std::nullopt;
+}
+
+const char* sasl_mechanism_name(SaslMechanism m) {
+  return m == SaslMechanism::Plain ? "PLAIN" : "LOGIN";
+}
+
+SaslServer::~SaslServer() {
+  wipe(creds_.authzid);
+  wipe(creds_.authcid);
+  wipe(creds_.password);
+}
+
+SaslServer::Status SaslServer::finish(Status s) {
+  step_ = Step::Finished;
+  if (s != Status::Done) {
+    wipe(creds_.authcid);
+    wipe(creds_.password);
+  }
+  return s;
+}
+
+SaslServer::Status SaslServer::start(std::optional<std::string_view> initial) {
+  if (step_ != Step::Start) return finish(Status::Malformed);
+  if (mechanism_ == SaslMechanism::Plain) {
+    step_ = Step::Plain;
+    if (!initial) return Status::Challenge;
+    return respond(*initial);
+  }
+  step_ = Step::LoginUser;
+  // An empty initial response ("=") only says "no data yet", as Dovecot reads it too.
+  if (!initial || *initial == "=") return Status::Challenge;
+  return respond(*initial);
+}
+
+SaslServer::Status SaslServer::respond(std::string_view answer) {
+  if (answer == "*") return finish(Status::Cancelled);
+  if (step_ == Step::Plain) {
+    auto creds = decode_sasl_plain(answer);
+    if (!creds) return finish(Status::Malformed);
+    creds_ = *creds;
+    wipe(creds->authcid);
+    wipe(creds->password);
+    return finish(Status::Done);
+  }
+  auto value = base64_decode(answer);
+  if (!value) return finish(Status::Malformed);
+  if (step_ == Step::LoginUser) {
+    if (value->empty()) return finish(Status::Malformed);
+    creds_.authcid = std::move(*value);
+    step_ = Step::LoginPassword;
+    return Status::Challenge;
+  }
+  if (step_ == Step::LoginPassword) {
+    creds_.password = *value;
+    wipe(*value);
+    return finish(Status::Done);
+  }
+  wipe(*value);
+  return finish(Status::Malformed);  // answer before start() or after the end
+}
+
+std::string_view SaslServer::challenge() const {
+  if (step_ == Step::LoginUser) return kLoginUserPrompt;
+  if (step_ == Step::LoginPassword) return kLoginPasswordPrompt;
+  return {};
+}
+
+PlainCredentials SaslServer::take_credentials() {
+  // A copy, then the originals wiped: a moved-from short string keeps its bytes.
+  PlainCredentials out = creds_;
+  wipe(creds_.authzid);
+  wipe(creds_.authcid);
+  wipe(creds_.password);
+  return out;
 }
 
 void wipe(std::string& secret) {

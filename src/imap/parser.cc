@@ -25,11 +25,14 @@
 //       parser expects a new command.
 //     - LiteralTooLarge for a synchronising {n} is non-fatal and reported at the LF of
 //       the literal header (no literal bytes follow, the client waits for "+").
+//     - LineTooLong is non-fatal too: from the first byte over the limit on, nothing of
+//       the line is kept and the rest is skipped like a bad line's (literals included),
+//       then reported at its LF. It replaces an error found earlier on the same line.
 //     - Fatal errors (fatal() == true) are reported at the byte that proves them:
-//       LineTooLong at the first byte over the limit, LiteralTooLarge for {n+} at the LF
-//       of its header (also when the {n+} header ends a bad line being skipped; it then
-//       replaces the error found earlier). A fatal parser is dead: every later feed()
-//       returns Error again and swallows everything it is given.
+//       LiteralTooLarge for {n+} at the LF of its header (also when the {n+} header ends
+//       a bad line being skipped; it then replaces the error found earlier), and
+//       LineTooLong when memory for the command runs out. A fatal parser is dead: every
+//       later feed() returns Error again and swallows everything it is given.
 //   error_tag() is the command's tag once the tag was complete and valid (followed by SP,
 //   CR or LF), otherwise "*" (also for all errors in raw-line mode).
 //
@@ -39,7 +42,8 @@
 //
 // Line length: every byte outside literal contents counts, literal headers and their CRLF
 // included; the final CRLF does not. A line whose bytes before the final CRLF exceed
-// max_line_length is fatal. The count also runs while a bad line is skipped.
+// max_line_length is an error. So the memory a command takes is bounded by
+// max_line_length plus max_arguments * max_literal_size.
 //
 // Syntax accepted
 // ---------------
@@ -184,12 +188,7 @@ Event CommandParser::feed_bytes(std::string_view in, std::size_t* consumed) {
       continue;
     }
     const char c = in[i++];
-    Event ev;
-    if (!count_byte(c)) {
-      ev = fail_fatal(Error::LineTooLong);
-    } else {
-      ev = step(c);
-    }
+    const Event ev = count_byte(c) ? step(c) : overflow(c);
     if (ev != Event::NeedMore) {
       *consumed = i;
       return ev;
@@ -227,16 +226,38 @@ void CommandParser::add_digit(char c) {
   }
 }
 
-Event CommandParser::fail(Error e, char c) {
+Event CommandParser::fail(Error e, char c, SkipLit header) {
   error_ = e;
   fatal_ = false;
   error_tag_ = tag_done_ ? cmd_.tag : "*";
   cmd_ = Command{};  // nothing of the bad command is needed any more
   state_ = State::Skip;
-  skip_lit_ = SkipLit::None;
+  skip_lit_ = header;
   // The byte that showed the error belongs to the bad line: it may end it or start a
   // literal header at its end.
   return skip_step(c);
+}
+
+// The line has grown past max_line_length: nothing more of it is kept, the rest is
+// skipped like a bad line's, and LineTooLong is reported at its end.
+Event CommandParser::overflow(char c) {
+  if (state_ == State::Skip) {
+    error_ = Error::LineTooLong;  // replaces the error found earlier on this line
+    return skip_step(c);
+  }
+  if (state_ == State::LineData || state_ == State::LineCR) {
+    line_.clear();
+    skip_literals_ = false;
+  }
+  // A literal header being read goes on being recognised, so that the bytes of a {n+}
+  // ending the line are skipped as literal data, not taken for commands.
+  SkipLit header = SkipLit::None;
+  if (state_ == State::LitOpen) header = SkipLit::Open;
+  else if (state_ == State::LitDigits) header = SkipLit::Digits;
+  else if (state_ == State::LitPlus) header = SkipLit::Plus;
+  else if (state_ == State::LitClose) header = SkipLit::Close;
+  else if (state_ == State::LitCR) header = SkipLit::CR;
+  return fail(Error::LineTooLong, c, header);
 }
 
 Event CommandParser::fail_fatal(Error e) {

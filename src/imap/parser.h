@@ -44,7 +44,7 @@ enum class Event {
 
 enum class Error {
   None,
-  LineTooLong,       // fatal: the line exceeded max_line_length
+  LineTooLong,       // the line exceeded max_line_length (skipped to its end)
   LiteralTooLarge,   // {n} > max_literal_size; fatal for a non-synchronising {n+}
   TooManyArguments,  // more than max_arguments
   MissingTag,        // empty line or no tag
@@ -95,8 +95,9 @@ class CommandParser {
   Event feed_bytes(std::string_view in, std::size_t* consumed);
   Event step(char c);
   Event skip_step(char c);
-  Event fail(Error e, char c);
+  Event fail(Error e, char c, SkipLit header = SkipLit::None);
   Event fail_fatal(Error e);
+  Event overflow(char c);
   bool count_byte(char c);
   bool start_arg(Arg::Kind kind);
   void add_digit(char c);

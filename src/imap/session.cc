@@ -6,6 +6,7 @@
 #include "imap/session.h"
 
 #include <memory>
+#include <optional>
 
 #include "core/sasl.h"
 #include "imap/parser.h"
@@ -77,15 +78,23 @@ class ImapSession final : public ProxySession {
         imap::Limits{limits_.max_line_length, limits_.max_literal_size, 64});
   }
 
+  // Reads the client's answer to an AUTHENTICATE challenge into *answer. False: the
+  // session is over (closed, or answered and closed), or *bad holds the parser's error,
+  // the line having been skipped.
+  asio::awaitable<bool> read_sasl_answer(std::string* answer, const char** bad);
+
   std::unique_ptr<imap::CommandParser> parser_;
-  std::vector<std::pair<std::string, std::string>> client_id_fields_;  // "" value = NIL
   std::string tag_;  // of the LOGIN/AUTHENTICATE in progress: the store sees it too
 };
 
 std::string ImapSession::capabilities() const {
   std::string caps = "IMAP4rev1 SASL-IR ID LITERAL+";
   if (starttls_offered()) caps += " STARTTLS";
-  caps += plaintext_ok() ? " AUTH=PLAIN" : " LOGINDISABLED";
+  if (plaintext_ok()) {
+    for (SaslMechanism m : kSaslMechanisms) caps += std::string(" AUTH=") + sasl_mechanism_name(m);
+  } else {
+    caps += " LOGINDISABLED";
+  }
   return caps;
 }
 
@@ -148,14 +157,12 @@ asio::awaitable<Next> ImapSession::handle(imap::Command cmd) {
   }
   if (name == "ID") {
     client_id_.clear();
-    client_id_fields_.clear();
     bool key = true;
-    for (const auto& a : cmd.args) {
+    for (auto& a : cmd.args) {
       if (!is_string_arg(a)) continue;
-      client_id_ += key ? (client_id_.empty() ? "" : " ") + a.value + "=" : a.value;
-      if (key) client_id_fields_.emplace_back(a.value, "");
+      if (key) client_id_.emplace_back(std::move(a.value), "");
       else if (!(a.kind == imap::Arg::Kind::Atom && a.value == "NIL"))
-        client_id_fields_.back().second = a.value;
+        client_id_.back().second = std::move(a.value);
       key = !key;
     }
     co_return co_await reply("* ID (\"name\" \"Switchyard\" \"version\" \"" PACKAGE_VERSION
@@ -181,54 +188,80 @@ asio::awaitable<Next> ImapSession::handle(imap::Command cmd) {
 }
 
 asio::awaitable<Next> ImapSession::authenticate(imap::Command& cmd) {
-  const std::string& tag = cmd.tag;
+  const std::string tag = cmd.tag;
   if (cmd.args.empty() || cmd.args.size() > 2 || !is_string_arg(cmd.args[0]) ||
       (cmd.args.size() == 2 && !is_string_arg(cmd.args[1]))) {
     ++bad_commands_;
     co_return co_await reply(tag + " BAD AUTHENTICATE expects a mechanism.\r\n");
   }
-  if (!iequals_prefix(cmd.args[0].value, "PLAIN") || cmd.args[0].value.size() != 5)
+  const std::optional<SaslMechanism> mechanism = parse_sasl_mechanism(cmd.args[0].value);
+  if (!mechanism)
     co_return co_await reply(tag + " NO Unsupported authentication mechanism.\r\n");
-  if (!plaintext_ok())
+  if (!plaintext_ok()) {
+    if (cmd.args.size() == 2) wipe(cmd.args[1].value);
     co_return co_await reply(tag + " NO [PRIVACYREQUIRED] Plaintext authentication is "
                                    "disallowed on non-secure connections.\r\n");
-  std::string response;
+  }
+  SaslServer sasl(*mechanism);
+  SaslServer::Status status;
   if (cmd.args.size() == 2) {
-    response = std::move(cmd.args[1].value);  // SASL-IR
+    status = sasl.start(cmd.args[1].value);  // SASL-IR
+    wipe(cmd.args[1].value);
   } else {
-    bool asked = co_await send("+ \r\n");
+    status = sasl.start(std::nullopt);
+  }
+  while (status == SaslServer::Status::Challenge) {
+    bool asked = co_await send("+ " + std::string(sasl.challenge()) + "\r\n");
     if (!asked) co_return Next::Close;
-    parser_->expect_line();
-    for (;;) {
-      std::size_t consumed = 0;
-      imap::Event ev = parser_->feed(inbuf_, &consumed);
-      inbuf_.erase(0, consumed);
-      if (ev == imap::Event::Line) {
-        response = parser_->line();
-        break;
-      }
-      if (ev == imap::Event::Error) {
-        co_await close_with(goodbye(imap::error_name(parser_->error())),
-                            imap::error_name(parser_->error()));
-        co_return Next::Close;
-      }
-      bool more = co_await read_client();
-      if (!more) co_return Next::Close;
+    std::string answer;
+    const char* bad = nullptr;
+    bool answered = co_await read_sasl_answer(&answer, &bad);
+    if (!answered) {
+      if (!bad) co_return Next::Close;
+      ++bad_commands_;
+      co_return co_await reply(tag + " BAD " + bad + "\r\n");
     }
+    status = sasl.respond(answer);
+    wipe(answer);
   }
-  if (response == "*") co_return co_await reply(tag + " BAD Authentication cancelled.\r\n");
-  auto creds = decode_sasl_plain(response);
-  wipe(response);
-  if (!creds) {
+  if (status == SaslServer::Status::Cancelled)
+    co_return co_await reply(tag + " BAD Authentication cancelled.\r\n");
+  if (status == SaslServer::Status::Malformed) {
     ++bad_commands_;
-    co_return co_await reply(tag + " BAD Invalid SASL PLAIN response.\r\n");
+    co_return co_await reply(tag + " BAD Invalid SASL " + sasl_mechanism_name(*mechanism) +
+                             " response.\r\n");
   }
-  if (!creds->authzid.empty() && creds->authzid != creds->authcid) {
-    wipe(creds->password);
+  PlainCredentials creds = sasl.take_credentials();
+  if (!creds.authzid.empty() && creds.authzid != creds.authcid) {
+    wipe(creds.password);
     co_return co_await reply(tag + " NO [AUTHORIZATIONFAILED] Authorization identity not "
                                    "supported.\r\n");
   }
-  co_return co_await login_command(tag, std::move(creds->authcid), std::move(creds->password));
+  co_return co_await login_command(tag, std::move(creds.authcid), std::move(creds.password));
+}
+
+asio::awaitable<bool> ImapSession::read_sasl_answer(std::string* answer, const char** bad) {
+  parser_->expect_line();
+  for (;;) {
+    std::size_t consumed = 0;
+    imap::Event ev = parser_->feed(inbuf_, &consumed);
+    inbuf_.erase(0, consumed);
+    if (ev == imap::Event::Line) {
+      *answer = parser_->line();
+      co_return true;
+    }
+    if (ev == imap::Event::Error) {
+      const char* what = imap::error_name(parser_->error());
+      if (parser_->fatal()) {
+        co_await close_with(goodbye(what), what);
+        co_return false;
+      }
+      *bad = what;  // the bad line is behind us: the session can go on
+      co_return false;
+    }
+    bool more = co_await read_client();
+    if (!more) co_return false;
+  }
 }
 
 asio::awaitable<Next> ImapSession::login_command(const std::string& tag, std::string user,
@@ -289,7 +322,7 @@ std::string ImapSession::forwarding_id(const std::string& tag) const {
   field("x-session-id", session_tag());
   // The client's own fields, except any that would claim to be the proxy's.
   int n = 0;
-  for (const auto& [k, v] : client_id_fields_) {
+  for (const auto& [k, v] : client_id_) {
     if (iequals_prefix(k, "X-") || !quotable(k) || !quotable(v) || k.size() > 64 ||
         v.size() > 1024 || ++n > 20)
       continue;

@@ -12,11 +12,12 @@
 //   Line      only after expect_line(): the LF of the raw line's CRLF was consumed; line()
 //             holds the line without its CRLF. The parser is back in command mode.
 //   Error     error() and fatal() describe it.
-//     - Non-fatal errors (EmptyLine, BadSyntax, TooManyArguments) are reported once the
-//       rest of the bad line has been consumed, at its LF; a bare LF ends a bad line too.
-//       That can take several feed() calls returning NeedMore first. The parser then
-//       expects a new command (also after an error in raw-line mode).
-//     - LineTooLong is fatal and reported at the first byte over the limit. A fatal
+//     - Errors are reported once the rest of the bad line has been consumed, at its LF;
+//       a bare LF ends a bad line too. That can take several feed() calls returning
+//       NeedMore first. The parser then expects a new command (also after an error in
+//       raw-line mode). A line over max_line_length is not kept from the first byte
+//       over on, and gives LineTooLong (replacing an error found earlier on the line).
+//     - The one fatal error is LineTooLong when memory for the line runs out. A fatal
 //       parser is dead: every later feed() returns Error again and swallows its input.
 //
 // take_command() is valid right after Command; a command not taken is dropped by the next
@@ -24,8 +25,8 @@
 // next bytes); a partially parsed command is discarded. error() keeps the last error.
 //
 // Line length: every byte before the final CRLF counts, in command and in raw-line mode.
-// A line longer than max_line_length is fatal; the count also runs while a bad line is
-// skipped.
+// A line longer than max_line_length is an error; the count also runs while a bad line
+// is skipped.
 //
 // Syntax accepted
 // ---------------
@@ -117,7 +118,7 @@ Event CommandParser::feed_bytes(std::string_view in, std::size_t* consumed) {
   }
   for (std::size_t i = 0; i < in.size();) {
     const char c = in[i++];
-    const Event ev = count_byte(c) ? step(c) : fail_fatal(Error::LineTooLong);
+    const Event ev = count_byte(c) ? step(c) : overflow(c);
     if (ev != Event::NeedMore) {
       *consumed = i;
       return ev;
@@ -144,6 +145,16 @@ Event CommandParser::fail(Error e, char c) {
   line_.clear();
   state_ = State::Skip;
   return skip_step(c);  // the byte that showed the error may itself end the line
+}
+
+// Past max_line_length: nothing more of the line is kept; it is skipped to its LF and
+// LineTooLong reported there (replacing an error found earlier on the line).
+Event CommandParser::overflow(char c) {
+  if (state_ == State::Skip) {
+    error_ = Error::LineTooLong;
+    return skip_step(c);
+  }
+  return fail(Error::LineTooLong, c);
 }
 
 Event CommandParser::fail_fatal(Error e) {

@@ -40,7 +40,7 @@ enum class Event {
 
 enum class Error {
   None,
-  LineTooLong,       // fatal: the line exceeded max_line_length
+  LineTooLong,       // the line exceeded max_line_length (fatal only if out of memory)
   EmptyLine,         // a line that is just CRLF (command mode only)
   BadSyntax,         // NUL, bare CR or LF, leading space, keyword not 1-40 printable
                      // non-space ASCII characters
@@ -78,6 +78,7 @@ class CommandParser {
   Event skip_step(char c);
   Event fail(Error e, char c);
   Event fail_fatal(Error e);
+  Event overflow(char c);
   bool count_byte(char c);
   void reset_command();
 

@@ -6,6 +6,9 @@
 
 #include "pop3/session.h"
 
+#include <optional>
+#include <string_view>
+
 #include "core/sasl.h"
 #include "pop3/parser.h"
 #include "proxy/session.h"
@@ -15,6 +18,20 @@ namespace {
 
 bool has_line_break(const std::string& s) {
   return s.find_first_of(std::string("\r\n\0", 3)) != std::string::npos;
+}
+
+// Whether a CAPA line is the capability `keyword` (upper case), parameters or not.
+bool is_capability(std::string_view line, std::string_view keyword) {
+  return iequals_prefix(line, keyword) &&
+         (line.size() == keyword.size() || line[keyword.size()] == ' ');
+}
+
+// The mechanisms offered, each preceded by `before` and followed by `after`.
+std::string mechanism_list(const char* before, const char* after = "") {
+  std::string out;
+  for (SaslMechanism m : kSaslMechanisms)
+    out.append(before).append(sasl_mechanism_name(m)).append(after);
+  return out;
 }
 
 class Pop3Session final : public ProxySession {
@@ -36,6 +53,10 @@ class Pop3Session final : public ProxySession {
   asio::awaitable<Next> handle(pop3::Command cmd);
   asio::awaitable<Next> auth(pop3::Command& cmd);
   asio::awaitable<Next> login_command(std::string user, std::string password);
+  // Reads the client's answer to an AUTH challenge into *answer. False: the session is
+  // over (closed, or answered and closed), or *bad_line holds the parser's error, the
+  // line having been skipped.
+  asio::awaitable<bool> read_sasl_answer(std::string* answer, const char** bad_line);
   asio::awaitable<Next> bad(const std::string& text) {
     ++bad_commands_;
     co_return co_await reply(text);
@@ -49,11 +70,26 @@ class Pop3Session final : public ProxySession {
   std::string pending_user_;  // from USER, waiting for PASS
 };
 
+// The listener's pop3_capabilities, each line as configured except those Switchyard
+// answers for itself: USER and SASL (with its own mechanisms) only where clear-text
+// login is allowed, STLS only where it is available.
 std::string Pop3Session::capabilities() const {
   std::string caps = "+OK Capability list follows\r\n";
-  if (plaintext_ok()) caps += "USER\r\nSASL PLAIN\r\n";
-  if (starttls_offered()) caps += "STLS\r\n";
-  caps += "RESP-CODES\r\nAUTH-RESP-CODE\r\nIMPLEMENTATION Switchyard\r\n.\r\n";
+  bool implementation = false;
+  for (const std::string& line : listen_.pop3_capabilities) {
+    if (is_capability(line, "USER")) {
+      if (plaintext_ok()) caps += "USER\r\n";
+    } else if (is_capability(line, "SASL")) {
+      if (plaintext_ok()) caps += "SASL" + mechanism_list(" ") + "\r\n";
+    } else if (is_capability(line, "STLS")) {
+      if (starttls_offered()) caps += "STLS\r\n";
+    } else {
+      implementation = implementation || is_capability(line, "IMPLEMENTATION");
+      caps += line + "\r\n";
+    }
+  }
+  if (!implementation) caps += "IMPLEMENTATION Switchyard\r\n";
+  caps += ".\r\n";
   return caps;
 }
 
@@ -136,43 +172,70 @@ asio::awaitable<Next> Pop3Session::handle(pop3::Command cmd) {
 }
 
 asio::awaitable<Next> Pop3Session::auth(pop3::Command& cmd) {
-  if (cmd.args.empty()) co_return co_await reply("+OK\r\nPLAIN\r\n.\r\n");  // RFC 1734 listing
-  if (!iequals_prefix(cmd.args[0], "PLAIN") || cmd.args[0].size() != 5)
-    co_return co_await reply("-ERR Unsupported authentication mechanism.\r\n");
-  if (cmd.args.size() > 2) co_return co_await bad("-ERR AUTH expects a mechanism.\r\n");
-  std::string response;
-  if (cmd.args.size() == 2) {
-    response = std::move(cmd.args[1]);  // initial response (RFC 5034)
-  } else {
-    bool asked = co_await send("+ \r\n");
-    if (!asked) co_return Next::Close;
-    parser_->expect_line();
-    for (;;) {
-      std::size_t consumed = 0;
-      pop3::Event ev = parser_->feed(inbuf_, &consumed);
-      inbuf_.erase(0, consumed);
-      if (ev == pop3::Event::Line) {
-        response = parser_->line();
-        break;
-      }
-      if (ev == pop3::Event::Error) {
-        const char* what = pop3::error_name(parser_->error());
-        co_await close_with(goodbye(what), what);
-        co_return Next::Close;
-      }
-      bool more = co_await read_client();
-      if (!more) co_return Next::Close;
-    }
+  if (cmd.args.empty()) {  // RFC 1734 listing: what CAPA's SASL line would say
+    std::string list = "+OK\r\n";
+    if (plaintext_ok()) list += mechanism_list("", "\r\n");
+    co_return co_await reply(list + ".\r\n");
   }
-  if (response == "*") co_return co_await reply("-ERR Authentication cancelled.\r\n");
-  auto creds = decode_sasl_plain(response);
-  wipe(response);
-  if (!creds) co_return co_await bad("-ERR Invalid SASL PLAIN response.\r\n");
-  if (!creds->authzid.empty() && creds->authzid != creds->authcid) {
-    wipe(creds->password);
+  const std::optional<SaslMechanism> mechanism = parse_sasl_mechanism(cmd.args[0]);
+  if (!mechanism) co_return co_await reply("-ERR Unsupported authentication mechanism.\r\n");
+  if (cmd.args.size() > 2) co_return co_await bad("-ERR AUTH expects a mechanism.\r\n");
+  SaslServer sasl(*mechanism);
+  SaslServer::Status status;
+  if (cmd.args.size() == 2) {
+    status = sasl.start(cmd.args[1]);  // initial response (RFC 5034)
+    wipe(cmd.args[1]);
+  } else {
+    status = sasl.start(std::nullopt);
+  }
+  while (status == SaslServer::Status::Challenge) {
+    bool asked = co_await send("+ " + std::string(sasl.challenge()) + "\r\n");
+    if (!asked) co_return Next::Close;
+    std::string answer;
+    const char* bad_line = nullptr;
+    bool answered = co_await read_sasl_answer(&answer, &bad_line);
+    if (!answered) {
+      if (!bad_line) co_return Next::Close;
+      co_return co_await bad(std::string("-ERR ") + bad_line + "\r\n");
+    }
+    status = sasl.respond(answer);
+    wipe(answer);
+  }
+  if (status == SaslServer::Status::Cancelled)
+    co_return co_await reply("-ERR Authentication cancelled.\r\n");
+  if (status == SaslServer::Status::Malformed)
+    co_return co_await bad(std::string("-ERR Invalid SASL ") + sasl_mechanism_name(*mechanism) +
+                           " response.\r\n");
+  PlainCredentials creds = sasl.take_credentials();
+  if (!creds.authzid.empty() && creds.authzid != creds.authcid) {
+    wipe(creds.password);
     co_return co_await reply("-ERR [AUTH] Authorization identity not supported.\r\n");
   }
-  co_return co_await login_command(std::move(creds->authcid), std::move(creds->password));
+  co_return co_await login_command(std::move(creds.authcid), std::move(creds.password));
+}
+
+asio::awaitable<bool> Pop3Session::read_sasl_answer(std::string* answer, const char** bad_line) {
+  parser_->expect_line();
+  for (;;) {
+    std::size_t consumed = 0;
+    pop3::Event ev = parser_->feed(inbuf_, &consumed);
+    inbuf_.erase(0, consumed);
+    if (ev == pop3::Event::Line) {
+      *answer = parser_->line();
+      co_return true;
+    }
+    if (ev == pop3::Event::Error) {
+      const char* what = pop3::error_name(parser_->error());
+      if (parser_->fatal()) {
+        co_await close_with(goodbye(what), what);
+        co_return false;
+      }
+      *bad_line = what;  // the bad line is behind us: the session can go on
+      co_return false;
+    }
+    bool more = co_await read_client();
+    if (!more) co_return false;
+  }
 }
 
 asio::awaitable<Next> Pop3Session::login_command(std::string user, std::string password) {

@@ -22,6 +22,22 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kReadChunk = 4096;
 constexpr std::size_t kMaxUpstreamLine = 65536;
 
+// The client's ID as "name=value version=value" for the log. log_quote() keeps the first
+// 256 bytes and marks the cut, so no more than that is built from a long ID.
+std::string id_for_log(const std::vector<std::pair<std::string, std::string>>& id) {
+  constexpr std::size_t kLogged = 257;
+  std::string out;
+  for (const auto& [field, value] : id) {
+    if (!out.empty()) out += ' ';
+    out.append(field, 0, kLogged).append("=").append(value, 0, kLogged);
+    if (out.size() >= kLogged) {
+      out.resize(kLogged);
+      break;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 const char* phase_name(Phase p) {
@@ -311,8 +327,7 @@ asio::awaitable<void> ProxySession::relay_phase() {
   if (!ec && !upbuf_.empty()) co_await client_.write_all(asio::buffer(upbuf_), ec);
   std::string().swap(inbuf_);
   std::string().swap(upbuf_);
-  client_id_.clear();
-  client_id_.shrink_to_fit();
+  decltype(client_id_)().swap(client_id_);
   RelayResult r;
   if (ec) {
     log_relay_end(r, true);
@@ -395,7 +410,7 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
            found.map_name.empty() ? "-" : found.map_name.c_str(),
            found.stale ? "(stale)" : found.cached ? "(cache)" : "", result, ms,
            why.empty() ? "" : " reason=\"", log_quote(why).c_str(), why.empty() ? "" : "\"",
-           client_id_.empty() ? "" : (" id=\"" + log_quote(client_id_) + "\"").c_str());
+           client_id_.empty() ? "" : (" id=\"" + log_quote(id_for_log(client_id_)) + "\"").c_str());
   co_await account_login(outcome);
   if (outcome == LoginOutcome::Ok) server_ = server;
   co_return outcome;

@@ -12,6 +12,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "config/config.h"
 #include "core/client_table.h"
@@ -112,7 +114,9 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   std::string peer_;      // client_addr_ as text
   Endpoint client_addr_;  // from the socket, or from a PROXY header
   Endpoint local_addr_;
-  std::string client_id_;  // what the client said about itself (IMAP ID), for the log
+  // What the client said about itself (IMAP ID): field, value ("" for NIL), kept once
+  // for the log and for forwarding to the store.
+  std::vector<std::pair<std::string, std::string>> client_id_;
   std::string user_;       // login name as given
   Phase phase_ = Phase::PreLogin;
   Interrupt interrupted_ = Interrupt::None;

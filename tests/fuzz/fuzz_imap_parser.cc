@@ -19,6 +19,8 @@
 //     type and a tag.
 //  6. A command written back in canonical form (atoms, escaped quoted strings, {n+}
 //     literals) parses again to the very same command.
+//  7. Every event ends at a LF of the stream: a too-long line is skipped to its end, not
+//     cut short. The one fatal error is a too-large non-synchronising literal.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -161,6 +163,8 @@ std::vector<Record> run(std::string_view data, const std::vector<std::size_t>& s
         r.fatal = p.fatal();
       }
       check_well_formed(r, lim);
+      CHECK(data[base - 1] == '\n');
+      if (r.fatal) CHECK(r.error == Error::LiteralTooLarge);
       if (!trace.empty()) CHECK(trace.back().offset < r.offset);
       trace.push_back(std::move(r));
       const Record& last = trace.back();

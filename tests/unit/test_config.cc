@@ -47,7 +47,7 @@ TEST(Config, EmptyFileGivesDefaults) {
   EXPECT_EQ(c.limits.idle_timeout, sy::Millis(30 * 60000));
   EXPECT_EQ(c.limits.max_bad_commands, 10);
   EXPECT_EQ(c.limits.max_login_attempts, 3);
-  EXPECT_EQ(c.limits.max_line_length, 8192u);
+  EXPECT_EQ(c.limits.max_line_length, 65536u);  // fits the largest RFC 2971 ID
   EXPECT_EQ(c.limits.max_literal_size, 8192u);
   EXPECT_EQ(c.log.target, "syslog");
   EXPECT_TRUE(c.lookup.fallback.empty());
@@ -188,4 +188,37 @@ TEST(ConfigErrors, MissingFile) {
 TEST(ConfigErrors, BadListenAddress) {
   EXPECT_EQ(error_of("[[listen]]\naddress = \"127.0.0.1\"\n"),
             "t.conf:1: bad address '127.0.0.1': expected host:port");
+}
+
+TEST(Config, Pop3CapabilitiesDefaultToWhatDovecotAnnounces) {
+  sy::Config c = parse_ok("[[listen]]\nprotocol = \"pop3\"\naddress = \"127.0.0.1:110\"\n");
+  EXPECT_EQ(c.listen.at(0).pop3_capabilities,
+            (std::vector<std::string>{"TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE",
+                                      "USER", "SASL", "STLS"}));
+}
+
+TEST(Config, Pop3CapabilitiesPerListener) {
+  sy::Config c = parse_ok(
+      "[[listen]]\nprotocol = \"pop3\"\naddress = \"127.0.0.1:110\"\n"
+      "pop3_capabilities = [\"TOP\", \"USER\", \"UIDL\", \"EXPIRE 30\"]\n"
+      "[[listen]]\nprotocol = \"pop3s\"\naddress = \"127.0.0.1:995\"\npop3_capabilities = []\n"
+      "[tls]\ncert = \"/c\"\nkey = \"/k\"\n");
+  EXPECT_EQ(c.listen.at(0).pop3_capabilities,
+            (std::vector<std::string>{"TOP", "USER", "UIDL", "EXPIRE 30"}));
+  EXPECT_TRUE(c.listen.at(1).pop3_capabilities.empty());
+}
+
+TEST(ConfigErrors, Pop3CapabilitiesOnlyOnPop3Listeners) {
+  EXPECT_EQ(error_of("[[listen]]\naddress = \"127.0.0.1:143\"\npop3_capabilities = [\"TOP\"]\n"),
+            "t.conf:3: pop3_capabilities is for pop3 and pop3s listeners");
+}
+
+TEST(ConfigErrors, Pop3CapabilityMustBePrintableWords) {
+  const std::string head = "[[listen]]\nprotocol = \"pop3\"\naddress = \"127.0.0.1:110\"\n";
+  for (const char* bad : {"\"\"", "\" TOP\"", "\"TOP \"", "\"A  B\"", "\"TOP\\r\\nX\"", "1"}) {
+    std::string e = error_of(head + "pop3_capabilities = [" + bad + "]\n");
+    EXPECT_EQ(e.rfind("t.conf:4: expected a capability", 0), 0u) << bad << ": " << e;
+  }
+  EXPECT_EQ(error_of(head + "pop3_capabilities = \"TOP\"\n").rfind("t.conf:4: expected a list", 0),
+            0u);
 }

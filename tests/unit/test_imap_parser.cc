@@ -14,6 +14,7 @@
 
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sy::imap {
@@ -277,7 +278,7 @@ TEST(ImapParser, LiteralHeadersCountTowardLineLength) {
   lim.max_line_length = 20;
   // "a1 LOGIN {1+}\r\n" counts 15 bytes; the literal "x" does not count; " y1234" brings
   // the line to 21 bytes before its CRLF, " y123" to exactly 20.
-  ExpectEvents("a1 LOGIN {1+}\r\nx y1234\r\n", {Fatal(Error::LineTooLong, "a1")}, lim);
+  ExpectEvents("a1 LOGIN {1+}\r\nx y1234\r\n", {Err(Error::LineTooLong, "a1")}, lim);
   ExpectEvents("a1 LOGIN {1+}\r\nx y123\r\n", {Cmd("a1", "LOGIN", {L("x"), A("y123")})}, lim);
 }
 
@@ -318,47 +319,108 @@ TEST(ImapParser, BadTagLineWithNonSyncLiteralIsSkipped) {
   ExpectEvents("{4+}\r\nab\r\n\r\na2 NOOP\r\n", {Err(Error::BadTag, "*"), Cmd("a2", "NOOP")});
 }
 
-TEST(ImapParser, SkippingStopsAtLineLimit) {
+TEST(ImapParser, LineTooLongReplacesAnEarlierErrorOnTheLine) {
   Limits lim;
   lim.max_line_length = 16;
-  ExpectEvents("a1 \"\\q\" " + std::string(40, 'x') + "\r\n",
-               {Fatal(Error::LineTooLong, "a1")}, lim);
+  ExpectEvents("a1 \"\\q\" " + std::string(40, 'x') + "\r\na2 NOOP\r\n",
+               {Err(Error::LineTooLong, "a1"), Cmd("a2", "NOOP")}, lim);
 }
 
-TEST(ImapParser, OverlongLineIsFatal) {
+TEST(ImapParser, OverlongLineIsBadAndTheNextCommandIsParsed) {
   Limits lim;
   lim.max_line_length = 20;
   ExpectEvents("a1 LOGIN aaaaaaaaaaaaaaaaaaaaaaaaa\r\na2 NOOP\r\n",
-               {Fatal(Error::LineTooLong, "a1")}, lim);
+               {Err(Error::LineTooLong, "a1"), Cmd("a2", "NOOP")}, lim);
 }
 
-TEST(ImapParser, OverlongTagIsFatalWithoutTag) {
+TEST(ImapParser, OverlongTagHasNoTag) {
   Limits lim;
   lim.max_line_length = 8;
-  ExpectEvents("abcdefghijkl NOOP\r\n", {Fatal(Error::LineTooLong, "*")}, lim);
+  ExpectEvents("abcdefghijkl NOOP\r\na2 NOOP\r\n",
+               {Err(Error::LineTooLong, "*"), Cmd("a2", "NOOP")}, lim);
 }
 
 TEST(ImapParser, LineExactlyAtLimitIsAccepted) {
   Limits lim;
   lim.max_line_length = 10;
   ExpectEvents("a1 NOOP xy\r\n", {Cmd("a1", "NOOP", {A("xy")})}, lim);
-  ExpectEvents("a1 NOOP xyz\r\n", {Fatal(Error::LineTooLong, "a1")}, lim);
+  ExpectEvents("a1 NOOP xyz\r\n", {Err(Error::LineTooLong, "a1")}, lim);
+}
+
+TEST(ImapParser, OverlongLineEndingInNonSyncLiteralSkipsTheLiteral) {
+  // The literal's contents look like a command; they belong to the bad line.
+  Limits lim;
+  lim.max_line_length = 20;
+  ExpectEvents("a1 NOOP " + std::string(30, 'x') + " {11+}\r\na3 LOGOUT\r\n\r\na2 NOOP\r\n",
+               {Err(Error::LineTooLong, "a1"), Cmd("a2", "NOOP")}, lim);
+}
+
+TEST(ImapParser, LimitReachedInsideALiteralHeaderStillSkipsTheLiteral) {
+  // "a1 NOOP {11+}": the limit falls before, on and after each byte of the header.
+  for (std::size_t limit = 7; limit <= 14; ++limit) {
+    SCOPED_TRACE("max_line_length " + std::to_string(limit));
+    Limits lim;
+    lim.max_line_length = limit;
+    ExpectEvents("a1 NOOP {11+}\r\na3 LOGOUT\r\n\r\na2 NOOP\r\n",
+                 {Err(Error::LineTooLong, "a1"), Cmd("a2", "NOOP")}, lim);
+  }
+}
+
+TEST(ImapParser, OverlongLineEndingInSyncLiteralResyncs) {
+  // The client waits for a "+" that never comes: the next line is a new command.
+  Limits lim;
+  lim.max_line_length = 20;
+  ExpectEvents("a1 NOOP " + std::string(30, 'x') + " {5}\r\na2 NOOP\r\n",
+               {Err(Error::LineTooLong, "a1"), Cmd("a2", "NOOP")}, lim);
+}
+
+TEST(ImapParser, VeryLongLineIsSkippedWithoutBeingKept) {
+  // A megabyte with the default limit: skipped, then the session's next command.
+  const std::string huge = "a1 ID (\"x\" \"" + std::string(1 << 20, 'x') + "\")\r\na2 NOOP\r\n";
+  for (const test::Chunks& chunks : {test::whole(huge), test::random_split(huge, 7, 4096)})
+    EXPECT_EQ(Drive(chunks, Limits{}), (Events{Err(Error::LineTooLong, "a1"), Cmd("a2", "NOOP")}));
 }
 
 TEST(ImapParser, FatalErrorIsSticky) {
   Limits lim;
-  lim.max_line_length = 4;
+  lim.max_literal_size = 4;
   CommandParser p(lim);
   std::size_t used = 0;
-  EXPECT_EQ(p.feed("abcdefgh", &used), Event::Error);
-  EXPECT_EQ(used, 5u);
+  EXPECT_EQ(p.feed("a1 X {5+}\r\nabcde\r\n", &used), Event::Error);
+  EXPECT_EQ(used, 11u);
   EXPECT_TRUE(p.fatal());
-  EXPECT_EQ(p.error(), Error::LineTooLong);
+  EXPECT_EQ(p.error(), Error::LiteralTooLarge);
   EXPECT_EQ(p.feed("a1 NOOP\r\n", &used), Event::Error);
   EXPECT_EQ(used, 9u);
   EXPECT_TRUE(p.fatal());
   p.expect_line();
   EXPECT_EQ(p.feed("x\r\n", &used), Event::Error);
+}
+
+// RFC 2971: at most 30 pairs, fields of at most 30 octets, values of at most 1024. Each
+// value starts with an escaped quote. Returns the line and the arguments it holds.
+std::pair<std::string, std::vector<Arg>> LargestId() {
+  std::string line = "a1 ID (";
+  std::vector<Arg> args{Open()};
+  for (int i = 0; i < 30; ++i) {
+    std::string field = "field-" + std::to_string(i);
+    field.resize(30, 'f');
+    const std::string value = "\"" + std::string(1023, 'v');
+    if (i) line += ' ';
+    line += "\"" + field + "\" \"\\" + value + "\"";
+    args.push_back(Q(field));
+    args.push_back(Q(value));
+  }
+  args.push_back(Close());
+  return {line + ")\r\n", args};
+}
+
+TEST(ImapParser, LargestRfc2971IdFitsTheDefaultLimits) {
+  Limits lim;
+  lim.max_line_length = 65536;  // the configured default (LimitsConfig)
+  const auto [id, args] = LargestId();
+  ASSERT_GT(id.size(), 31000u);
+  ExpectEvents(id + "a2 NOOP\r\n", {Cmd("a1", "ID", args), Cmd("a2", "NOOP")}, lim);
 }
 
 TEST(ImapParser, EmptyLineIsMissingTag) {
@@ -498,15 +560,49 @@ TEST(ImapParser, AuthenticateLineBareCrIsErrorWithoutLiteralSkipping) {
                 Cmd("a2", "NOOP")});
 }
 
-TEST(ImapParser, AuthenticateLineTooLongIsFatal) {
+TEST(ImapParser, AuthenticateLineTooLongIsSkippedAndBackToCommands) {
   Limits lim;
   lim.max_line_length = 24;
   ExpectEvents("a1 AUTHENTICATE PLAIN\r\n" + std::string(24, 'A') + "\r\na2 NOOP\r\n",
                {Cmd("a1", "AUTHENTICATE", {A("PLAIN")}), Line(std::string(24, 'A')),
                 Cmd("a2", "NOOP")},
                lim);
-  ExpectEvents("a1 AUTHENTICATE PLAIN\r\n" + std::string(25, 'A') + "\r\na2 NOOP\r\n",
-               {Cmd("a1", "AUTHENTICATE", {A("PLAIN")}), Fatal(Error::LineTooLong, "*")}, lim);
+  // No literal skipping in a raw line: "{3+}" at its end announces nothing.
+  ExpectEvents("a1 AUTHENTICATE PLAIN\r\n" + std::string(25, 'A') + "{3+}\r\na2 NOOP\r\n",
+               {Cmd("a1", "AUTHENTICATE", {A("PLAIN")}), Err(Error::LineTooLong, "*"),
+                Cmd("a2", "NOOP")},
+               lim);
+}
+
+TEST(ImapParser, AuthenticateLoginUserAndPasswordLines) {
+  // SASL LOGIN: the session calls expect_line() once more after the user name.
+  CommandParser p;
+  std::size_t used = 0;
+  std::string in = "a1 AUTHENTICATE LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\na2 NOOP\r\n";
+  ASSERT_EQ(p.feed(in, &used), Event::Command);
+  EXPECT_EQ(p.take_command(), (Command{"a1", "AUTHENTICATE", {A("LOGIN")}}));
+  in.erase(0, used);
+  for (const char* expected : {"dXNlcg==", "cGFzcw=="}) {
+    p.expect_line();
+    ASSERT_EQ(p.feed(in, &used), Event::Line);
+    EXPECT_EQ(p.line(), expected);
+    in.erase(0, used);
+  }
+  ASSERT_EQ(p.feed(in, &used), Event::Command);
+  EXPECT_EQ(p.take_command(), (Command{"a2", "NOOP", {}}));
+}
+
+TEST(ImapParser, AuthenticateLoginWithInitialResponse) {
+  ExpectEvents("a1 AUTHENTICATE LOGIN dXNlcg==\r\n",
+               {Cmd("a1", "AUTHENTICATE", {A("LOGIN"), A("dXNlcg==")})});
+}
+
+TEST(ImapParser, LoginWithKilobyteNameAndPassword) {
+  const std::string name(1024, 'n'), password(1024, 'p');
+  ExpectEvents("a1 LOGIN \"" + name + "\" \"" + password + "\"\r\n",
+               {Cmd("a1", "LOGIN", {Q(name), Q(password)})});
+  ExpectEvents("a1 LOGIN {1024}\r\n" + name + " {1024+}\r\n" + password + "\r\n",
+               {Cont(), Cmd("a1", "LOGIN", {L(name), L(password)})});
 }
 
 // ---------------------------------------------------------------------------------------

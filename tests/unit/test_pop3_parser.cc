@@ -223,13 +223,35 @@ TEST(Pop3Parser, ContinuationLineWithBareCrOrNulIsError) {
                 Err(Error::BadSyntax), Cmd("QUIT")});
 }
 
-TEST(Pop3Parser, ContinuationLineTooLongIsFatal) {
+TEST(Pop3Parser, ContinuationLineTooLongIsSkippedAndBackToCommands) {
   Limits lim;
   lim.max_line_length = 24;
   ExpectEvents("AUTH PLAIN\r\n" + std::string(24, 'A') + "\r\nQUIT\r\n",
                {Cmd("AUTH", {"PLAIN"}), Line(std::string(24, 'A')), Cmd("QUIT")}, lim);
   ExpectEvents("AUTH PLAIN\r\n" + std::string(25, 'A') + "\r\nQUIT\r\n",
-               {Cmd("AUTH", {"PLAIN"}), Fatal(Error::LineTooLong)}, lim);
+               {Cmd("AUTH", {"PLAIN"}), Err(Error::LineTooLong), Cmd("QUIT")}, lim);
+}
+
+TEST(Pop3Parser, AuthLoginUserAndPasswordLines) {
+  // SASL LOGIN: the session calls expect_line() once more after the user name.
+  CommandParser p;
+  std::size_t used = 0;
+  std::string in = "AUTH LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\nQUIT\r\n";
+  ASSERT_EQ(p.feed(in, &used), Event::Command);
+  EXPECT_EQ(p.take_command(), (Command{"AUTH", {"LOGIN"}}));
+  in.erase(0, used);
+  for (const char* expected : {"dXNlcg==", "cGFzcw=="}) {
+    p.expect_line();
+    ASSERT_EQ(p.feed(in, &used), Event::Line);
+    EXPECT_EQ(p.line(), expected);
+    in.erase(0, used);
+  }
+  ASSERT_EQ(p.feed(in, &used), Event::Command);
+  EXPECT_EQ(p.take_command(), (Command{"QUIT", {}}));
+}
+
+TEST(Pop3Parser, AuthLoginWithInitialResponse) {
+  ExpectEvents("AUTH LOGIN dXNlcg==\r\n", {Cmd("AUTH", {"LOGIN", "dXNlcg=="})});
 }
 
 TEST(Pop3Parser, LongInitialResponseWithinLimit) {
@@ -297,46 +319,53 @@ TEST(Pop3Parser, TooManyArgumentsWithSmallLimit) {
                {Err(Error::TooManyArguments), Err(Error::TooManyArguments), Cmd("USER", {"a"})}, lim);
 }
 
-TEST(Pop3Parser, OverlongLineIsFatal) {
+TEST(Pop3Parser, OverlongLineIsAnErrorAndTheNextCommandIsParsed) {
   Limits lim;
   lim.max_line_length = 20;
-  ExpectEvents("USER aaaaaaaaaaaaaaaaaaaaaaaaa\r\nQUIT\r\n", {Fatal(Error::LineTooLong)}, lim);
+  ExpectEvents("USER aaaaaaaaaaaaaaaaaaaaaaaaa\r\nQUIT\r\n",
+               {Err(Error::LineTooLong), Cmd("QUIT")}, lim);
 }
 
-TEST(Pop3Parser, OverlongPassIsFatal) {
+TEST(Pop3Parser, OverlongPassIsAnError) {
   Limits lim;
   lim.max_line_length = 10;
   ExpectEvents("PASS 12345\r\nPASS 123456\r\nQUIT\r\n",
-               {Cmd("PASS", {"12345"}), Fatal(Error::LineTooLong)}, lim);
+               {Cmd("PASS", {"12345"}), Err(Error::LineTooLong), Cmd("QUIT")}, lim);
 }
 
 TEST(Pop3Parser, LineExactlyAtLimitIsAccepted) {
   Limits lim;
   lim.max_line_length = 10;
   ExpectEvents("USER abcde\r\n", {Cmd("USER", {"abcde"})}, lim);
-  ExpectEvents("USER abcdef\r\n", {Fatal(Error::LineTooLong)}, lim);
+  ExpectEvents("USER abcdef\r\n", {Err(Error::LineTooLong)}, lim);
 }
 
-TEST(Pop3Parser, SkippingStopsAtLineLimit) {
+TEST(Pop3Parser, LineTooLongReplacesAnEarlierErrorOnTheLine) {
   Limits lim;
   lim.max_line_length = 16;
-  ExpectEvents("\0"s + std::string(40, 'x') + "\r\n", {Fatal(Error::LineTooLong)}, lim);
+  ExpectEvents("\0"s + std::string(40, 'x') + "\r\nCAPA\r\n",
+               {Err(Error::LineTooLong), Cmd("CAPA")}, lim);
+  ExpectEvents("\0"s + std::string(10, 'x') + "\r\nCAPA\r\n",
+               {Err(Error::BadSyntax), Cmd("CAPA")}, lim);
 }
 
-TEST(Pop3Parser, FatalErrorIsSticky) {
+TEST(Pop3Parser, OverlongLineWithBareLfEndsThere) {
   Limits lim;
-  lim.max_line_length = 4;
-  CommandParser p(lim);
-  std::size_t used = 0;
-  EXPECT_EQ(p.feed("abcdefgh", &used), Event::Error);
-  EXPECT_EQ(used, 5u);
-  EXPECT_TRUE(p.fatal());
-  EXPECT_EQ(p.error(), Error::LineTooLong);
-  EXPECT_EQ(p.feed("QUIT\r\n", &used), Event::Error);
-  EXPECT_EQ(used, 6u);
-  EXPECT_TRUE(p.fatal());
-  p.expect_line();
-  EXPECT_EQ(p.feed("x\r\n", &used), Event::Error);
+  lim.max_line_length = 8;
+  ExpectEvents("USER " + std::string(20, 'x') + "\nCAPA\r\n",
+               {Err(Error::LineTooLong), Cmd("CAPA")}, lim);
+}
+
+TEST(Pop3Parser, VeryLongLineIsSkippedWithoutBeingKept) {
+  // A megabyte with the default limit: skipped, then the session's next command.
+  const std::string huge = "USER " + std::string(1 << 20, 'x') + "\r\nQUIT\r\n";
+  for (const test::Chunks& chunks : {test::whole(huge), test::random_split(huge, 7, 4096)})
+    EXPECT_EQ(Drive(chunks, Limits{}), (Events{Err(Error::LineTooLong), Cmd("QUIT")}));
+}
+
+TEST(Pop3Parser, PipelinedCapaUserPassInOneBuffer) {
+  ExpectEvents("CAPA\r\nUSER paul\r\nPASS paul pw\r\nSTAT\r\n",
+               {Cmd("CAPA"), Cmd("USER", {"paul"}), Cmd("PASS", {"paul pw"}), Cmd("STAT")});
 }
 
 // ---------------------------------------------------------------------------------------
