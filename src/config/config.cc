@@ -2,7 +2,6 @@
 // value of the wrong type is reported at its own line.
 #include "config/config.h"
 
-#include "net/address.h"
 
 #include <unistd.h>
 

@@ -12,8 +12,7 @@
 #include <vector>
 
 #include "config/duration.h"
-#include "map/username.h"
-#include "net/address.h"
+#include "config/address.h"
 
 namespace sy {
 
@@ -104,6 +103,15 @@ struct LmtpConfig {
   std::size_t spool_memory = 1024 * 1024;              // bytes kept in memory per message
   Millis store_timeout{120000};                        // a store's answer, each step
   std::string hostname;                                // in greetings ("" = gethostname)
+};
+
+// [username]: how a login becomes a map key (map/username.h applies it).
+struct UsernamePolicy {
+  bool lowercase = true;            // fold ASCII upper case in the key
+  bool strip_domain = false;        // cut the key at the last delimiter
+  std::string domain_delimiter = "@";
+  std::string default_domain;       // appended (with the delimiter) when the login has none
+  bool use_map_user = true;         // a user part in the map's answer is the store login
 };
 
 struct LogConfig {

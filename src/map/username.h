@@ -1,22 +1,17 @@
 // The username policy: how a client's login name becomes a map key, and which name the
-// store is logged in with. Pure functions; configured by [username].
+// store is logged in with. Pure functions; configured by [username] (UsernamePolicy,
+// config/config.h).
 #ifndef SWITCHYARD_MAP_USERNAME_H
 #define SWITCHYARD_MAP_USERNAME_H
 
 #include <string>
 #include <string_view>
 
+#include "config/config.h"
 #include "map/answer.h"
 
 namespace sy {
 
-struct UsernamePolicy {
-  bool lowercase = true;            // fold ASCII upper case in the key
-  bool strip_domain = false;        // cut the key at the last delimiter
-  std::string domain_delimiter = "@";
-  std::string default_domain;       // appended (with the delimiter) when the login has none
-  bool use_map_user = true;         // a user part in the map's answer is the store login
-};
 
 // The key the map chain is asked for.
 std::string map_key(const UsernamePolicy& p, std::string_view login);
