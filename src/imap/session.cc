@@ -8,7 +8,7 @@
 #include <memory>
 #include <optional>
 
-#include "core/sasl.h"
+#include "proxy/sasl.h"
 #include "imap/parser.h"
 #include "log/log.h"
 #include "proxy/session.h"

@@ -1,6 +1,4 @@
 // Fan-out of one message to its stores (see delivery.h).
-//
-// g++ 12 note: awaited values are named before they are tested.
 #include "lmtp/delivery.h"
 
 #include <map>

@@ -1,7 +1,4 @@
 // LMTP router (see session.h).
-//
-// g++ 12 note (as in imap/session.cc): awaited values are named before they are tested;
-// no co_await inside a switch case, a condition, ?:, && or ||.
 #include "lmtp/session.h"
 
 #include <unistd.h>

@@ -1,7 +1,4 @@
 // LMTP client towards one store (see store_client.h).
-//
-// g++ 12 note: awaited values are named before they are tested; no co_await inside a
-// condition, ?:, && or ||.
 #include "lmtp/store_client.h"
 
 #include <cstdlib>

@@ -6,7 +6,7 @@
 // answered 250: anything else (a refused transaction not reset, a timeout, a garbled or
 // missing reply) makes it unusable, and its owner closes it instead of pooling it.
 //
-// Owner: a delivery (lmtp/delivery) while a message is in flight, the worker's StorePool
+// Held by a delivery (lmtp/delivery) while a message is in flight, by the worker's StorePool
 // (lmtp/store_pool) between messages.
 #ifndef SWITCHYARD_LMTP_STORE_CLIENT_H
 #define SWITCHYARD_LMTP_STORE_CLIENT_H

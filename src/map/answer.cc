@@ -1,5 +1,5 @@
 // Parsing and formatting of a map's answer, Perdition's "[user<delim>]host[:port]".
-// Owner: the map-modules engineer. Contract in answer.h; the edge cases this file decides:
+// Contract in answer.h; the edge cases this file decides:
 //  - trailing NUL bytes are dropped first (Perdition's makegdbm stores values with their
 //    terminator, and Perdition itself read values as C strings); any other control byte
 //    (NUL, CR, LF, TAB, DEL, ...) left after trimming makes the value malformed;

@@ -12,7 +12,7 @@
 #include <unordered_map>
 
 #include "config/config.h"
-#include "core/client_table.h"
+#include "proxy/admission.h"
 #include "net/health.h"
 #include "worker/holds.h"
 #include "worker/session_registry.h"

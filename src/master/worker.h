@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "config/config.h"
-#include "core/client_table.h"
+#include "proxy/admission.h"
 #include "tls/tls.h"
 
 namespace sy {

@@ -1,7 +1,4 @@
 // POP3 front end (see session.h). Protocol-neutral steps are ProxySession's.
-//
-// g++ 12 note (as in imap/session.cc): awaited values are named before they are tested,
-// and no switch case contains a co_await.
 #include <config.h>
 
 #include "pop3/session.h"
@@ -9,7 +6,7 @@
 #include <optional>
 #include <string_view>
 
-#include "core/sasl.h"
+#include "proxy/sasl.h"
 #include "pop3/parser.h"
 #include "proxy/session.h"
 

@@ -7,7 +7,7 @@
 
 #include <chrono>
 
-#include "core/sasl.h"
+#include "proxy/sasl.h"
 #include "log/log.h"
 #include "map/lookup_service.h"
 #include "map/username.h"

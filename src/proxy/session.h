@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "config/config.h"
-#include "core/client_table.h"
+#include "proxy/admission.h"
 #include "master/runtime.h"
 #include "net/address.h"
 #include "net/stream.h"

@@ -3,7 +3,7 @@
 
 #include <memory>
 
-#include "core/netstring.h"
+#include "socketmap/netstring.h"
 #include "log/log.h"
 #include "map/chain.h"
 #include "map/lookup_service.h"

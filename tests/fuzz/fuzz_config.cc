@@ -12,7 +12,7 @@
 
 #include "config/config.h"
 #include "config/duration.h"
-#include "core/sasl.h"
+#include "proxy/sasl.h"
 #include "net/address.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -24,7 +24,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/netstring.h"
+#include "socketmap/netstring.h"
 #include "splits.h"
 
 namespace {

@@ -1,7 +1,7 @@
 // Listen addresses as the config writes them, and SASL PLAIN decoding.
 #include <gtest/gtest.h>
 
-#include "core/sasl.h"
+#include "proxy/sasl.h"
 #include "net/address.h"
 #include "net/target.h"
 
@@ -101,7 +101,7 @@ TEST(Sasl, PlainMalformed) {
   EXPECT_FALSE(sy::decode_sasl_plain(sy::base64_encode(std::string("\0\0pw", 4))));
 }
 
-#include "core/client_table.h"
+#include "proxy/admission.h"
 
 TEST(ClientTable, SlotsAreStablePerScopeAndAddress) {
   auto t = sy::ClientTable::create(1024);

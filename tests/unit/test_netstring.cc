@@ -3,7 +3,7 @@
 // Every decoder case is a byte stream plus the events it must produce (payloads, then
 // possibly an error with the stream offset it was found at). Each case is run fed whole,
 // one byte at a time and in seeded random splits, and must give the same events.
-#include "core/netstring.h"
+#include "socketmap/netstring.h"
 
 #include <gtest/gtest.h>
 

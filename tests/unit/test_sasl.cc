@@ -1,7 +1,7 @@
-// Unit tests for SASL PLAIN and LOGIN (core/sasl.h): SaslServer on its own, then whole
+// Unit tests for SASL PLAIN and LOGIN (proxy/sasl.h): SaslServer on its own, then whole
 // exchanges as the IMAP and POP3 sessions run them, the client's bytes read by the real
 // command parsers fed whole, one byte at a time and in random splits.
-#include "core/sasl.h"
+#include "proxy/sasl.h"
 
 #include <gtest/gtest.h>
 

@@ -4,8 +4,8 @@
 //
 // The decoder owns the payload it is building; take() moves it out. Errors are fatal: a
 // stream with a broken frame cannot be resynchronised, the connection must be closed.
-#ifndef SWITCHYARD_CORE_NETSTRING_H
-#define SWITCHYARD_CORE_NETSTRING_H
+#ifndef SWITCHYARD_SOCKETMAP_NETSTRING_H
+#define SWITCHYARD_SOCKETMAP_NETSTRING_H
 
 #include <cstddef>
 #include <optional>

@@ -1,5 +1,5 @@
 // base64, SASL PLAIN and LOGIN, and SaslServer (see sasl.h).
-#include "core/sasl.h"
+#include "proxy/sasl.h"
 
 #include <cstring>
 #include <utility>

@@ -3,8 +3,8 @@
 // exchange. Pure: no sockets, no logging. The session sends the challenges SaslServer
 // returns and feeds back the client's answers; SaslServer owns the credentials until
 // they are taken, and wipes what it held when it is destroyed.
-#ifndef SWITCHYARD_CORE_SASL_H
-#define SWITCHYARD_CORE_SASL_H
+#ifndef SWITCHYARD_PROXY_SASL_H
+#define SWITCHYARD_PROXY_SASL_H
 
 #include <optional>
 #include <string>

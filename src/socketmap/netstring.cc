@@ -8,7 +8,7 @@
 // Errors are reported at the first byte that proves them: a length that passes the limit
 // is refused at the digit that makes it too long, before any payload arrives, so a peer
 // cannot make the decoder hold more than max_length bytes.
-#include "core/netstring.h"
+#include "socketmap/netstring.h"
 
 #include <algorithm>
 #include <utility>

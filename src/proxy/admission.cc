@@ -1,5 +1,5 @@
 // Shared client table (see client_table.h).
-#include "core/client_table.h"
+#include "proxy/admission.h"
 
 #include <sys/mman.h>
 

@@ -2,8 +2,8 @@
 // penalty after failed logins. A fixed table in anonymous shared memory, made by the
 // master before it forks; a slot is chosen by a hash of (listener, address), so two
 // addresses may now and then share a slot (which errs on the strict side). Lock-free.
-#ifndef SWITCHYARD_CORE_CLIENT_TABLE_H
-#define SWITCHYARD_CORE_CLIENT_TABLE_H
+#ifndef SWITCHYARD_PROXY_ADMISSION_H
+#define SWITCHYARD_PROXY_ADMISSION_H
 
 #include <atomic>
 #include <chrono>
