@@ -61,6 +61,21 @@ class Reader {
       return true;
     };
   }
+  Handler protocol(Protocol* out) {
+    return [this, out](const toml::node& n) {
+      auto s = n.value<std::string>();
+      if (!n.is_string() || !s) return fail(n, "expected a string");
+      auto p = protocol_named(*s);
+      if (!p) {
+        std::string list;
+        for (std::size_t i = 0; i < kProtocolCount; ++i)
+          list += std::string(i ? ", " : "") + protocol_name(static_cast<Protocol>(i));
+        return fail(n, "'" + *s + "' is not one of: " + list);
+      }
+      *out = *p;
+      return true;
+    };
+  }
   Handler opt_str(std::optional<std::string>* out) {
     return [this, out](const toml::node& n) {
       if (!n.is_string()) return fail(n, "expected a string");
@@ -224,7 +239,7 @@ bool check(Reader& r, Config* c) {
     if (!parse_socket_address(l.address, &why))
       return r.fail(l.line, "bad address '" + l.address + "': " + why);
     if (l.implicit_tls() && (l.tls_cert.empty() ? c->tls.cert : l.tls_cert).empty())
-      return r.fail(l.line, "protocol \"" + l.protocol +
+      return r.fail(l.line, std::string("protocol \"") + l.info().name +
                                 "\" needs a certificate: set [tls] cert and key");
     if (l.tls_cert.empty() != l.tls_key.empty())
       return r.fail(l.line, "tls_cert and tls_key go together");
@@ -267,7 +282,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
     ListenConfig l;
     l.line = static_cast<int>(t.source().begin.line);
     if (!r.walk(t, "listen",
-                {{"protocol", r.str(&l.protocol, {"imap", "imaps", "pop3", "pop3s", "lmtp", "socketmap"})},
+                {{"protocol", r.protocol(&l.protocol)},
                  {"address", r.str(&l.address)},
                  {"allow_plaintext_auth", r.opt_boolean(&l.allow_plaintext_auth)},
                  {"tls_cert", r.str(&l.tls_cert)},
@@ -278,11 +293,11 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                  {"allow_from", r.opt_cidrs(&l.allow_from)},
                  {"pop3_capabilities", r.capability_list(&l.pop3_capabilities)}}))
       return false;
-    if (l.protocol.empty()) l.protocol = "imap";
+    const ProtocolInfo& info = l.info();
     const toml::node* caps = t.get("pop3_capabilities");
-    if (caps && l.protocol != "pop3" && l.protocol != "pop3s")
+    if (caps && info.family != Family::Pop3)
       return r.fail(*caps, "pop3_capabilities is for pop3 and pop3s listeners");
-    if (!l.allow_from && (l.protocol == "lmtp" || l.protocol == "socketmap"))
+    if (!l.allow_from && info.loopback_only)
       l.allow_from = std::vector<Cidr>{*Cidr::parse("127.0.0.0/8"), *Cidr::parse("::1")};
     c.listen.push_back(std::move(l));
     return true;

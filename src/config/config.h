@@ -13,12 +13,13 @@
 
 #include "config/duration.h"
 #include "config/address.h"
+#include "config/protocol.h"
 
 namespace sy {
 
 struct ListenConfig {
-  std::string protocol;                       // imap, imaps, pop3, pop3s, lmtp, socketmap
-  std::string address;                        // "127.0.0.1:1143", "[::1]:1143", "unix:/path"
+  Protocol protocol = Protocol::Imap;
+  std::string address;  // "127.0.0.1:1143", "[::1]:1143", "unix:/path"
   std::optional<bool> allow_plaintext_auth;   // unset: loopback clients or after TLS only
   std::string tls_cert;                       // overrides [tls] cert/key for this listener
   std::string tls_key;
@@ -35,7 +36,8 @@ struct ListenConfig {
       "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "USER", "SASL", "STLS"};
   int line = 0;
 
-  bool implicit_tls() const { return protocol == "imaps" || protocol == "pop3s"; }
+  const ProtocolInfo& info() const { return protocol_info(protocol); }
+  bool implicit_tls() const { return info().implicit_tls; }
 };
 
 struct TlsConfig {

@@ -54,7 +54,7 @@ class ImapSession final : public ProxySession {
  public:
   ImapSession(Runtime& rt, Socket client, const ListenConfig& listen,
               std::shared_ptr<TlsContext> tls)
-      : ProxySession(rt, std::move(client), listen, std::move(tls), "imap") {
+      : ProxySession(rt, std::move(client), listen, std::move(tls)) {
     new_parser();
   }
 

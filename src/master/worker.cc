@@ -39,6 +39,16 @@ constexpr auto kLmtpMaxIdle = std::chrono::seconds(30);
 
 using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 
+// The protocol table's last column (config/protocol.h): what serves each family.
+using StartFn = void (*)(Runtime&, Socket, const BoundListener&);
+constexpr StartFn kStart[] = {
+    [](Runtime& rt, Socket s, const BoundListener& l) { start_imap_session(rt, std::move(s), l.config, l.tls); },
+    [](Runtime& rt, Socket s, const BoundListener& l) { start_pop3_session(rt, std::move(s), l.config, l.tls); },
+    [](Runtime& rt, Socket s, const BoundListener& l) { start_lmtp_session(rt, std::move(s), l.config); },
+    [](Runtime& rt, Socket s, const BoundListener& l) { start_socketmap_session(rt, std::move(s), l.config); },
+};
+static_assert(std::size(kStart) == static_cast<std::size_t>(Family::Socketmap) + 1);
+
 asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundListener& l) {
   const ListenConfig& listen = l.config;
   asio::steady_timer backoff(rt.io);
@@ -64,14 +74,7 @@ asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundLi
         continue;
       }
     }
-    if (listen.protocol == "lmtp")
-      start_lmtp_session(rt, std::move(s), listen);
-    else if (listen.protocol == "socketmap")
-      start_socketmap_session(rt, std::move(s), listen);
-    else if (listen.protocol == "pop3" || listen.protocol == "pop3s")
-      start_pop3_session(rt, std::move(s), listen, l.tls);
-    else
-      start_imap_session(rt, std::move(s), listen, l.tls);
+    kStart[static_cast<std::size_t>(listen.info().family)](rt, std::move(s), l);
   }
 }
 

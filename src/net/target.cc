@@ -4,13 +4,11 @@
 namespace sy {
 namespace {
 
-const char* default_port(Service s) {
-  switch (s) {
-    case Service::Imap: return "143";
-    case Service::Pop3: return "110";
-    case Service::Lmtp: return "24";
-  }
-  return "143";
+// A store named by a bare host is asked on its protocol's standard port.
+std::string default_port(Service s) {
+  const Protocol p = s == Service::Pop3 ? Protocol::Pop3 : s == Service::Lmtp ? Protocol::Lmtp
+                                                                             : Protocol::Imap;
+  return std::to_string(protocol_info(p).default_port);
 }
 
 }  // namespace

@@ -35,7 +35,7 @@ class Pop3Session final : public ProxySession {
  public:
   Pop3Session(Runtime& rt, Socket client, const ListenConfig& listen,
               std::shared_ptr<TlsContext> tls)
-      : ProxySession(rt, std::move(client), listen, std::move(tls), "pop3") {
+      : ProxySession(rt, std::move(client), listen, std::move(tls)) {
     new_parser();
   }
 

@@ -63,7 +63,7 @@ bool iequals_prefix(std::string_view s, std::string_view prefix) {
 }
 
 ProxySession::ProxySession(Runtime& rt, Socket client, const ListenConfig& listen,
-                           std::shared_ptr<TlsContext> tls, const char* protocol)
+                           std::shared_ptr<TlsContext> tls)
     : rt_(rt),
       limits_(rt.config.limits),
       listen_(listen),
@@ -71,7 +71,7 @@ ProxySession::ProxySession(Runtime& rt, Socket client, const ListenConfig& liste
       client_(std::move(client)),
       upstream_(rt.io),
       id_(rt.sessions.next_id()),
-      protocol_(protocol),
+      protocol_(listen.info().family_name),
       deadline_(rt.io) {
   set_client(peer_endpoint(client_.socket().native_handle()),
              local_endpoint(client_.socket().native_handle()));
@@ -82,9 +82,7 @@ ProxySession::~ProxySession() {
 }
 
 void ProxySession::start() {
-  const SessionKind kind = std::string_view(protocol_) == "pop3" ? SessionKind::Pop3
-                                                                : SessionKind::Imap;
-  registration_ = rt_.sessions.enter(*this, id_, kind, SessionStage::PreLogin);
+  registration_ = rt_.sessions.enter(*this, id_, listen_.info().family, SessionStage::PreLogin);
   auto self = shared_from_this();
   asio::co_spawn(rt_.io, run(), [self](std::exception_ptr) {
     if (!self->splicing_) self->end_session();
@@ -393,7 +391,7 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
   } else {
     store_user = ::sy::store_login(cfg.username, key, found.reply.answer);
     target = resolve_target(cfg, found.reply.answer,
-                            std::string_view(protocol_) == "pop3" ? Service::Pop3 : Service::Imap,
+                            listen_.info().family == Family::Pop3 ? Service::Pop3 : Service::Imap,
                             found.reply.more);
     outcome = co_await reach_store(target, store_user, password, reply, &server, &why);
   }

@@ -51,7 +51,7 @@ bool iequals_prefix(std::string_view s, std::string_view prefix);
 class ProxySession : public std::enable_shared_from_this<ProxySession>, public SessionHandle {
  public:
   ProxySession(Runtime& rt, Socket client, const ListenConfig& listen,
-               std::shared_ptr<TlsContext> tls, const char* protocol);
+               std::shared_ptr<TlsContext> tls);
   virtual ~ProxySession();
   void start();
   void shut_down() override { interrupt(Interrupt::Shutdown); }
@@ -110,7 +110,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   std::string inbuf_;  // client bytes not yet parsed
   std::string upbuf_;  // store bytes not yet consumed
   std::uint64_t id_;
-  const char* protocol_;  // "imap", "pop3": for the logs
+  const char* protocol_;  // "imap", "pop3": the family, for the logs and the maps
   std::string peer_;      // client_addr_ as text
   Endpoint client_addr_;  // from the socket, or from a PROXY header
   Endpoint local_addr_;

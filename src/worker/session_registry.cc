@@ -21,15 +21,12 @@ bool ends_on_stop(SessionStage s, bool drain) {
   return true;
 }
 
-constexpr const char* kKindNames[] = {"imap", "pop3", "lmtp", "socketmap"};
 constexpr const char* kStageNames[] = {"pre-login", "logged-in", "lmtp-idle", "lmtp-transaction",
                                        "socketmap"};
-static_assert(std::size(kKindNames) == static_cast<std::size_t>(SessionKind::Socketmap) + 1);
 static_assert(std::size(kStageNames) == static_cast<std::size_t>(SessionStage::Socketmap) + 1);
 
 }  // namespace
 
-const char* kind_name(SessionKind k) { return kKindNames[static_cast<std::size_t>(k)]; }
 const char* stage_name(SessionStage s) { return kStageNames[static_cast<std::size_t>(s)]; }
 
 SessionRegistry::Registration::Registration(SessionRegistry* r, std::uint64_t id)

@@ -19,9 +19,11 @@
 #include <string_view>
 #include <vector>
 
+#include "config/protocol.h"
+
 namespace sy {
 
-enum class SessionKind : std::uint8_t { Imap, Pop3, Lmtp, Socketmap };
+using SessionKind = Family;  // imap, pop3, lmtp, socketmap (config/protocol.h)
 enum class SessionStage : std::uint8_t {
   PreLogin,         // IMAP/POP3 before a successful login
   LoggedIn,         // IMAP/POP3 relaying to a store
@@ -29,7 +31,7 @@ enum class SessionStage : std::uint8_t {
   LmtpTransaction,  // LMTP from MAIL to the last reply after DATA
   Socketmap,        // a Postfix socketmap client
 };
-const char* kind_name(SessionKind k);
+inline const char* kind_name(SessionKind k) { return family_name(k); }
 const char* stage_name(SessionStage s);
 
 // What the registry may do with a live session.

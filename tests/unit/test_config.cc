@@ -104,7 +104,7 @@ level = "debug"
   ASSERT_EQ(c.listen.size(), 2u);
   EXPECT_EQ(c.listen[0].allow_plaintext_auth, true);
   EXPECT_FALSE(c.listen[1].allow_plaintext_auth.has_value());
-  EXPECT_EQ(c.listen[1].protocol, "imap");
+  EXPECT_EQ(c.listen[1].protocol, sy::Protocol::Imap);
   ASSERT_EQ(c.maps.size(), 2u);
   EXPECT_EQ(c.maps[0].options, "/var/lib/users.db");
   EXPECT_FALSE(c.maps[1].options.has_value());
@@ -221,4 +221,22 @@ TEST(ConfigErrors, Pop3CapabilityMustBePrintableWords) {
   }
   EXPECT_EQ(error_of(head + "pop3_capabilities = \"TOP\"\n").rfind("t.conf:4: expected a list", 0),
             0u);
+}
+
+TEST(ConfigErrors, UnknownProtocolListsTheTable) {
+  EXPECT_EQ(error_of("[[listen]]\nprotocol = \"smtp\"\naddress = \"127.0.0.1:25\"\n"),
+            "t.conf:2: 'smtp' is not one of: imap, imaps, pop3, pop3s, lmtp, socketmap");
+}
+
+TEST(Config, LmtpAndSocketmapListenersTakeLoopbackOnlyByDefault) {
+  sy::Config c = parse_ok(
+      "[[listen]]\nprotocol = \"lmtp\"\naddress = \"127.0.0.1:2424\"\n"
+      "[[listen]]\nprotocol = \"socketmap\"\naddress = \"127.0.0.1:2425\"\n"
+      "[[listen]]\nprotocol = \"pop3s\"\naddress = \"[::1]:995\"\ntls_cert = \"c\"\ntls_key = \"k\"\n");
+  ASSERT_EQ(c.listen.size(), 3u);
+  EXPECT_TRUE(c.listen[0].allow_from.has_value());
+  EXPECT_TRUE(c.listen[1].allow_from.has_value());
+  EXPECT_FALSE(c.listen[2].allow_from.has_value());
+  EXPECT_TRUE(c.listen[2].implicit_tls());
+  EXPECT_EQ(c.listen[2].info().family, sy::Family::Pop3);
 }
