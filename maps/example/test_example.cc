@@ -18,15 +18,10 @@
 #include <string>
 #include <vector>
 
-#ifndef MAPS_BUILDDIR
-#define MAPS_BUILDDIR "maps/.libs"
-#endif
+#include "../common/module_test.h"
 
 namespace {
 
-using InitFn = int (*)(char*);
-using GetFn = int (*)(const char*, const char*, char**, std::size_t*);
-using FiniFn = int (*)();
 using LookupFn = int (*)(const switchyard_map_query*, switchyard_map_answer*);
 
 // A switchyard_map_answer copied into C++ strings (and freed, as the host does).
@@ -50,30 +45,17 @@ Reply take(int rc, switchyard_map_answer& a) {
   return r;
 }
 
-class ExampleMapTest : public ::testing::Test {
+class ExampleMapTest : public sy::maps::test::ModuleTest {
  protected:
   void SetUp() override {
-    handle_ = dlopen(MAPS_BUILDDIR "/example.so", RTLD_NOW | RTLD_LOCAL);
-    ASSERT_NE(handle_, nullptr) << dlerror();
-    init_ = reinterpret_cast<InitFn>(dlsym(handle_, "dbserver_init"));
-    get_ = reinterpret_cast<GetFn>(dlsym(handle_, "dbserver_get"));
-    fini_ = reinterpret_cast<FiniFn>(dlsym(handle_, "dbserver_fini"));
+    ASSERT_NO_FATAL_FAILURE(load("example.so"));
     lookup_ = reinterpret_cast<LookupFn>(dlsym(handle_, "switchyard_map_lookup"));
-    ASSERT_NE(init_, nullptr);
-    ASSERT_NE(get_, nullptr);
-    ASSERT_NE(fini_, nullptr);
     ASSERT_NE(lookup_, nullptr);
   }
 
   void TearDown() override {
-    if (fini_) fini_();
-    if (handle_) dlclose(handle_);
+    ModuleTest::TearDown();
     if (!file_.empty()) std::remove(file_.c_str());
-  }
-
-  int init(const char* options) {
-    std::string copy = options ? options : "";
-    return init_(options ? copy.data() : nullptr);
   }
 
   Reply lookup(const char* key, const char* protocol = "imap") {
@@ -90,18 +72,10 @@ class ExampleMapTest : public ::testing::Test {
 
   // dbserver_get's string, or "rc=N" when it returns N != 0.
   std::string get(const char* key) {
-    char* str = nullptr;
-    std::size_t len = 0;
-    int rc = get_(key, nullptr, &str, &len);
-    std::string out = rc == 0 && str ? std::string(str, len) : "rc=" + std::to_string(rc);
-    std::free(str);
-    return out;
+    GetReply r = fetch(key, nullptr);
+    return r.rc == 0 ? r.value : "rc=" + std::to_string(r.rc);
   }
 
-  void* handle_ = nullptr;
-  InitFn init_ = nullptr;
-  GetFn get_ = nullptr;
-  FiniFn fini_ = nullptr;
   LookupFn lookup_ = nullptr;
   std::string file_;
 };

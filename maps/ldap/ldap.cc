@@ -1,5 +1,5 @@
 // The ldap map module: looks a user up in an LDAP directory, with Perdition's C ABI
-// (dbserver_init / dbserver_get / dbserver_fini). Owner: the map-modules engineer.
+// (dbserver_init / dbserver_get / dbserver_fini).
 //
 // Options: Perdition's "[ldap_version:]ldap_url", documented in ldap_options.h, e.g.
 //   ldap://127.0.0.1:3389/ou=mailbox,dc=example,dc=com?username,mailhost,port?one?(uid=%s)
@@ -33,33 +33,25 @@
 #include <ldap.h>
 #include <pthread.h>
 #include <signal.h>
+#include <switchyard/map.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "../common/support.h"
 #include "ldap_options.h"
 
 namespace {
 
 using sy::ldap_map::LdapOptions;
 
-constexpr int kFound = 0;
-constexpr int kDirectoryError = -1;
-constexpr int kNotFound = -2;
-constexpr int kOtherError = -3;
-
-void report(const std::string& message) {
-  std::fprintf(stderr, "switchyard ldap map: %s\n", message.c_str());
-}
+constexpr sy::maps::Reporter report("ldap");
 
 // Writing to a connection the server closed raises SIGPIPE, which kills a host that does
 // not ignore it. Blocks it in this thread around libldap calls and discards one raised
@@ -119,9 +111,9 @@ bool worth_a_retry(int rc) {
          rc == LDAP_UNAVAILABLE;
 }
 
-struct Connection {
+// A bound session, in the process that opened it.
+struct Connection : sy::maps::ForkGuard {
   LDAP* ld = nullptr;
-  pid_t pid = 0;  // the process that opened it
 
   bool is_open() const { return ld != nullptr; }
 
@@ -138,26 +130,17 @@ struct Connection {
       ::close(fd);
     ld = nullptr;
   }
-
-  void forget() {
-    if (is_open() && pid != ::getpid())
-      abandon();
-    else
-      close();
-  }
 };
 
-std::mutex g_mutex;
 // One connection per options string: a host may configure the module twice (two [[map]]
 // entries, e.g. two directories or two bind identities), each call passing its own options.
 std::map<std::string, Connection> g_connections;
 constexpr std::size_t kMaxConnections = 16;
-std::optional<std::string> g_init_options;  // what dbserver_init was given last (nullopt: NULL)
 
 // Drops the connections a parent process opened (see Connection::abandon).
 void abandon_inherited() {
   for (auto it = g_connections.begin(); it != g_connections.end();) {
-    if (it->second.is_open() && it->second.pid != ::getpid()) {
+    if (it->second.is_open() && it->second.inherited()) {
       it->second.abandon();
       it = g_connections.erase(it);
     } else {
@@ -198,14 +181,14 @@ std::optional<LdapOptions> read_options(const char* text, std::string* error) {
 }
 
 // Connects `c` per `opts`: StartTLS when asked, then a simple bind (anonymous without
-// bindname). Returns kFound (0) or an error code with *error set.
+// bindname). Returns SWITCHYARD_MAP_FOUND (0) or an error code with *error set.
 int open_connection(const LdapOptions& opts, Connection* c, std::string* error) {
   const std::string uris = sy::ldap_map::uri_list(opts);
   LDAP* ld = nullptr;
   int rc = ldap_initialize(&ld, uris.c_str());
   if (rc != LDAP_SUCCESS) {
     *error = uris + ": " + ldap_err2string(rc);
-    return kOtherError;
+    return SWITCHYARD_MAP_OTHER_ERROR;
   }
   auto fail = [&](const std::string& why, int result) {
     *error = uris + ": " + why;
@@ -223,7 +206,7 @@ int open_connection(const LdapOptions& opts, Connection* c, std::string* error) 
       (rc = ldap_set_option(ld, LDAP_OPT_TIMEOUT, &timeout)) != LDAP_OPT_SUCCESS ||
       (rc = ldap_set_option(ld, LDAP_OPT_RESTART, LDAP_OPT_ON)) != LDAP_OPT_SUCCESS ||
       (rc = ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF)) != LDAP_OPT_SUCCESS)
-    return fail("libldap refused a connection option", kOtherError);
+    return fail("libldap refused a connection option", SWITCHYARD_MAP_OTHER_ERROR);
   if (opts.tls()) {
     // A context of this connection's own, so that ldap.conf's TLS_REQCERT cannot
     // lower what we ask for.
@@ -233,19 +216,21 @@ int open_connection(const LdapOptions& opts, Connection* c, std::string* error) 
         (!opts.ca_file.empty() &&
          (rc = ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, opts.ca_file.c_str())) !=
              LDAP_OPT_SUCCESS))
-      return fail("libldap refused a TLS option", kOtherError);
+      return fail("libldap refused a TLS option", SWITCHYARD_MAP_OTHER_ERROR);
     if (!opts.ca_file.empty() && ::access(opts.ca_file.c_str(), R_OK) != 0)
-      return fail("x-cacert " + opts.ca_file + ": " + std::strerror(errno), kDirectoryError);
+      return fail("x-cacert " + opts.ca_file + ": " + std::strerror(errno),
+                  SWITCHYARD_MAP_DB_ERROR);
     if ((rc = ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &new_client_context)) !=
         LDAP_OPT_SUCCESS)
       return fail("cannot set up TLS" +
                       (opts.ca_file.empty() ? std::string(" with the system's CAs")
                                             : " with the CA file " + opts.ca_file),
-                  kDirectoryError);
+                  SWITCHYARD_MAP_DB_ERROR);
   }
   if (opts.starttls) {
     rc = ldap_start_tls_s(ld, nullptr, nullptr);
-    if (rc != LDAP_SUCCESS) return fail("StartTLS: " + ldap_error_text(ld, rc), kDirectoryError);
+    if (rc != LDAP_SUCCESS)
+      return fail("StartTLS: " + ldap_error_text(ld, rc), SWITCHYARD_MAP_DB_ERROR);
   }
   berval password{};
   if (opts.bind_password) {
@@ -258,11 +243,11 @@ int open_connection(const LdapOptions& opts, Connection* c, std::string* error) 
     return fail((opts.bind_dn.empty() ? std::string("anonymous bind")
                                       : "bind as \"" + opts.bind_dn + "\"") +
                     ": " + ldap_error_text(ld, rc),
-                kDirectoryError);
+                SWITCHYARD_MAP_DB_ERROR);
   }
   c->ld = ld;
-  c->pid = ::getpid();
-  return kFound;
+  c->claim();
+  return SWITCHYARD_MAP_FOUND;
 }
 
 std::string first_value(LDAP* ld, LDAPMessage* entry, const std::vector<std::string>& attrs,
@@ -299,12 +284,12 @@ int search(Connection& c, const LdapOptions& opts, const char* key, char** str_r
           ? ldap_first_entry(c.ld, result)
           : nullptr;
   if (entry == nullptr) {
-    int answer = kNotFound;
+    int answer = SWITCHYARD_MAP_NOT_FOUND;
     if (rc != LDAP_SUCCESS) {
       *level_rc = rc;
       *error = sy::ldap_map::uri_list(opts) + ": search " + filter + " under \"" + opts.base +
                "\": " + ldap_error_text(c.ld, rc);
-      answer = rc == LDAP_FILTER_ERROR ? kOtherError : kDirectoryError;
+      answer = rc == LDAP_FILTER_ERROR ? SWITCHYARD_MAP_OTHER_ERROR : SWITCHYARD_MAP_DB_ERROR;
     }
     ldap_msgfree(result);
     return answer;
@@ -320,34 +305,25 @@ int search(Connection& c, const LdapOptions& opts, const char* key, char** str_r
              opts.attributes[0];
     ldap_memfree(dn);
     ldap_msgfree(result);
-    return kOtherError;
+    return SWITCHYARD_MAP_OTHER_ERROR;
   }
   ldap_msgfree(result);
-  char* out = static_cast<char*>(std::malloc(answer->size() + 1));
-  if (out == nullptr) return kOtherError;
-  std::memcpy(out, answer->c_str(), answer->size() + 1);
-  *str_return = out;
-  *len_return = answer->size();
-  return kFound;
+  return sy::maps::return_answer(*answer, str_return, len_return);
 }
 
+// Options: dbserver_get's, or dbserver_init's when NULL (sy::maps::Calls).
 int lookup(const char* key, const char* options, char** str_return, size_t* len_return) {
-  // dbserver_get's options win; NULL falls back to what dbserver_init was given.
-  const char* effective = options ? options : (g_init_options ? g_init_options->c_str() : nullptr);
-  const std::string options_text = effective ? effective : "";
+  SigpipeGuard guard;
+  auto opts = sy::maps::parse_or_report(read_options, options, report);
+  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
   std::string error;
-  auto opts = read_options(effective, &error);
-  if (!opts) {
-    report(error);
-    return kOtherError;
-  }
 
-  Connection& c = connection_for(options_text);
+  Connection& c = connection_for(options ? options : "");
   for (int attempt = 0;; ++attempt) {
     bool reused = c.is_open();
     if (!reused) {
       int rc = open_connection(*opts, &c, &error);
-      if (rc != kFound) {
+      if (rc != SWITCHYARD_MAP_FOUND) {
         report(error);
         return rc;
       }
@@ -358,52 +334,34 @@ int lookup(const char* key, const char* options, char** str_return, size_t* len_
       c.close();
       if (reused && attempt == 0 && worth_a_retry(level_rc)) continue;  // a stale connection
     }
-    if (rc == kDirectoryError || rc == kOtherError) report(error);
+    if (rc == SWITCHYARD_MAP_DB_ERROR || rc == SWITCHYARD_MAP_OTHER_ERROR) report(error);
     return rc;
   }
 }
 
-}  // namespace
-
-extern "C" {
-
-__attribute__((visibility("default"))) int dbserver_init(char* options) {
-  std::lock_guard lock(g_mutex);
+int init(const char* options) {
   SigpipeGuard guard;
-  g_init_options = options ? std::optional<std::string>(options) : std::nullopt;
-  std::string error;
-  auto opts = read_options(options, &error);
-  if (!opts) {
-    report(error);
-    return kOtherError;
-  }
+  auto opts = sy::maps::parse_or_report(read_options, options, report);
+  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
   Connection& c = connection_for(options ? options : "");
   c.close();
   // Connect now, while the host still runs as root; an unreachable directory is not fatal.
+  std::string error;
   int rc = open_connection(*opts, &c, &error);
-  if (rc == kOtherError) {  // libldap refused the URL or an option: a configuration error
+  if (rc == SWITCHYARD_MAP_OTHER_ERROR) {  // libldap refused the URL or an option
     report(error);
-    return kOtherError;
+    return SWITCHYARD_MAP_OTHER_ERROR;
   }
-  if (rc != kFound) report(error + "; lookups will try again");
+  if (rc != SWITCHYARD_MAP_FOUND) report(error + "; lookups will try again");
   return 0;
 }
 
-__attribute__((visibility("default"))) int dbserver_get(const char* key, const char* options,
-                                                        char** str_return, size_t* len_return) {
-  if (key == nullptr || str_return == nullptr || len_return == nullptr) return kOtherError;
-  std::lock_guard lock(g_mutex);
+void fini() {
   SigpipeGuard guard;
-  return lookup(key, options, str_return, len_return);
-}
-
-__attribute__((visibility("default"))) int dbserver_fini(void) {
-  std::lock_guard lock(g_mutex);
-  SigpipeGuard guard;
-  for (auto& [text, c] : g_connections) c.forget();
+  for (auto& [text, c] : g_connections) sy::maps::drop(c);
   g_connections.clear();
-  g_init_options.reset();
-  return 0;
 }
 
-}  // extern "C"
+}  // namespace
+
+SY_MAP_PERDITION_FUNCTIONS(init, lookup, fini);

@@ -5,6 +5,8 @@
 #include <cctype>
 #include <charconv>
 
+#include "../common/support.h"
+
 namespace sy::ldap_map {
 namespace {
 
@@ -326,26 +328,13 @@ std::string expand_filter(const LdapOptions& options, std::string_view key) {
 
 std::optional<std::string> make_answer(std::string_view user, std::string_view host,
                                        std::string_view port) {
-  auto trim = [](std::string_view s) {
-    auto first = s.find_first_not_of(" \t\r\n");
-    if (first == std::string_view::npos) return std::string_view();
-    return s.substr(first, s.find_last_not_of(" \t\r\n") - first + 1);
-  };
-  user = trim(user);
-  host = trim(host);
-  port = trim(port);
+  user = sy::maps::trim(user);
+  host = sy::maps::trim(host);
   if (host.empty()) {
     if (user.empty()) return std::nullopt;
     return std::string(user);
   }
-  std::string out;
-  if (!user.empty()) out.append(user).append("@");
-  if (std::count(host.begin(), host.end(), ':') >= 2 && host.front() != '[')
-    out.append("[").append(host).append("]");
-  else
-    out.append(host);
-  if (!port.empty()) out.append(":").append(port);
-  return out;
+  return sy::maps::format_answer(user, host, sy::maps::trim(port));
 }
 
 }  // namespace sy::ldap_map

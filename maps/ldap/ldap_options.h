@@ -1,6 +1,6 @@
 // The pure parts of the LDAP map module (maps/ldap/ldap.cc): reading its options string,
 // RFC 4515 escaping of the key, and building the answer from an entry's values. No libldap,
-// no I/O: compiled into the module and into the unit tests. Owner: the map-modules engineer.
+// no I/O: compiled into the module and into the unit tests.
 //
 // Options, Perdition's form: [ldap_version:]ldap_url, with ldap_url per RFC 4516
 //   scheme://hosts/base?attributes?scope?filter?extensions

@@ -2,7 +2,7 @@
 // URL, RFC 4515 escaping, the answer) directly, and the module as the host loads it
 // (dlopen(MAPS_BUILDDIR "/ldap.so")) where no directory server is needed: bad options,
 // an unreachable or silent server. Lookups against a real slapd are in
-// tests/integration/test_ldap_map.py. Owner: the map-modules engineer.
+// tests/integration/test_ldap_map.py.
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <netinet/in.h>
@@ -16,11 +16,8 @@
 #include <cstring>
 #include <string>
 
+#include "../common/module_test.h"
 #include "ldap_options.h"
-
-#ifndef MAPS_BUILDDIR
-#define MAPS_BUILDDIR "maps/.libs"
-#endif
 
 namespace {
 
@@ -335,44 +332,16 @@ TEST(LdapAnswer, BlanksAreTrimmedAndNothingIsNoAnswer) {
 
 // -- the module, loaded as the host loads it --------------------------------------------
 
-using InitFn = int (*)(char*);
-using GetFn = int (*)(const char*, const char*, char**, std::size_t*);
-using FiniFn = int (*)();
-
-class LdapModuleTest : public ::testing::Test {
+class LdapModuleTest : public sy::maps::test::ModuleTest {
  protected:
-  void SetUp() override {
-    handle_ = dlopen(MAPS_BUILDDIR "/ldap.so", RTLD_NOW | RTLD_LOCAL);
-    ASSERT_NE(handle_, nullptr) << dlerror();
-    init_ = reinterpret_cast<InitFn>(dlsym(handle_, "dbserver_init"));
-    get_ = reinterpret_cast<GetFn>(dlsym(handle_, "dbserver_get"));
-    fini_ = reinterpret_cast<FiniFn>(dlsym(handle_, "dbserver_fini"));
-    ASSERT_NE(init_, nullptr);
-    ASSERT_NE(get_, nullptr);
-    ASSERT_NE(fini_, nullptr);
-  }
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(load("ldap.so")); }
 
   void TearDown() override {
-    if (fini_) fini_();
-    if (handle_) dlclose(handle_);
+    ModuleTest::TearDown();
     if (listener_ >= 0) ::close(listener_);
   }
 
-  int init(const std::string& options) {
-    std::string copy = options;
-    return init_(copy.data());
-  }
-
-  int get(const char* key, const char* options) {
-    char* str = nullptr;
-    std::size_t len = 0;
-    int rc = get_(key, options, &str, &len);
-    if (rc != 0) {
-      EXPECT_EQ(str, nullptr);
-    }
-    std::free(str);
-    return rc;
-  }
+  int get(const char* key, const char* options) { return fetch(key, options).rc; }
 
   // A port on 127.0.0.1 nothing listens on.
   static int closed_port() {
@@ -400,10 +369,6 @@ class LdapModuleTest : public ::testing::Test {
     return ntohs(a.sin_port);
   }
 
-  void* handle_ = nullptr;
-  InitFn init_ = nullptr;
-  GetFn get_ = nullptr;
-  FiniFn fini_ = nullptr;
   int listener_ = -1;
 };
 
@@ -460,11 +425,9 @@ TEST_F(LdapModuleTest, FiniIsHarmlessTwiceAndLoadingAgainWorks) {
     EXPECT_EQ(fini_(), 0);
     EXPECT_EQ(fini_(), 0);
     ASSERT_EQ(dlclose(handle_), 0);
-    handle_ = dlopen(MAPS_BUILDDIR "/ldap.so", RTLD_NOW | RTLD_LOCAL);
-    ASSERT_NE(handle_, nullptr) << dlerror();
-    init_ = reinterpret_cast<InitFn>(dlsym(handle_, "dbserver_init"));
-    get_ = reinterpret_cast<GetFn>(dlsym(handle_, "dbserver_get"));
-    fini_ = reinterpret_cast<FiniFn>(dlsym(handle_, "dbserver_fini"));
+    handle_ = nullptr;
+    fini_ = nullptr;
+    ASSERT_NO_FATAL_FAILURE(load("ldap.so"));
   }
 }
 

@@ -1,5 +1,5 @@
 // The pgsql map module: looks a user up in PostgreSQL through libpq, with Perdition's C ABI
-// (dbserver_init / dbserver_get / dbserver_fini). Owner: the map-modules engineer.
+// (dbserver_init / dbserver_get / dbserver_fini).
 //
 // Options: Perdition's nine fields or a postgresql:// URI with an optional query=; see
 // pgsql_options.h. The key is always bound as the statement's parameter $1, never pasted
@@ -27,39 +27,27 @@
 // servername. Messages go to stderr as "switchyard pgsql map: ..." and never show the
 // password.
 #include <libpq-fe.h>
-#include <sys/types.h>
-#include <unistd.h>
+#include <switchyard/map.h>
 
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "../common/support.h"
 #include "pgsql_options.h"
-
-#define SY_MAP_EXPORT __attribute__((visibility("default")))
 
 namespace {
 
 using sy::pgsql::Options;
-
-constexpr int kFound = 0;
-constexpr int kDatabaseError = -1;
-constexpr int kNotFound = -2;
-constexpr int kOtherError = -3;
 
 // Session settings, the timeout bound as a parameter.
 constexpr const char* kSessionSetup =
     "SELECT set_config('statement_timeout', $1, false), "
     "set_config('default_transaction_read_only', 'on', false)";
 
-void report(const std::string& message) {
-  std::fprintf(stderr, "switchyard pgsql map: %s\n", message.c_str());
-}
+constexpr sy::maps::Reporter report("pgsql");
 
 // libpq's messages end in a newline and may span lines: one line for the log.
 std::string one_line(const char* text) {
@@ -132,11 +120,10 @@ std::optional<Options> parse_and_check(const char* text, std::string* error) {
   return opts;
 }
 
-// One open session and the statement a lookup runs on it.
-struct Connection {
+// One open session and the statement a lookup runs on it, in the process that opened it.
+struct Connection : sy::maps::ForkGuard {
   PGconn* conn = nullptr;
   std::string options;  // the options string it was opened for
-  pid_t pid = 0;        // the process that opened it
   std::string sql;      // the lookup statement, returning servername[, port[, user]]
 
   bool is_open() const { return conn != nullptr; }
@@ -149,22 +136,12 @@ struct Connection {
   // A connection opened before fork() belongs to the parent: forget it without a word to
   // the server (a few KB and one descriptor, once per child).
   void abandon() { conn = nullptr; }
-
-  // Closes or abandons, whichever is right in this process.
-  void drop() {
-    if (is_open() && pid != ::getpid())
-      abandon();
-    else
-      close();
-  }
 };
 
-std::mutex g_mutex;
 Connection g_connection;
-std::optional<std::string> g_init_options;  // what dbserver_init was given (nullopt: NULL)
 
 struct OpenResult {
-  int rc = kFound;
+  int rc = SWITCHYARD_MAP_FOUND;
   bool connected = false;  // false: the server could not be reached or refused the login
   std::string error;
 };
@@ -190,14 +167,14 @@ OpenResult open_connection(const Options& opts, const std::string& options_text,
 
   Connection fresh;
   fresh.options = options_text;
-  fresh.pid = ::getpid();
+  fresh.claim();
   fresh.conn = PQconnectdbParams(keywords.data(), values.data(), params.expand_dbname ? 1 : 0);
   if (fresh.conn == nullptr || PQstatus(fresh.conn) != CONNECTION_OK) {
     std::string why = fresh.conn ? one_line(PQerrorMessage(fresh.conn)) : "out of memory";
     if (opts.form == Options::Form::Uri)
       why = sy::pgsql::scrub(why, sy::pgsql::uri_secrets(opts.uri));
     fresh.close();
-    out.rc = kDatabaseError;
+    out.rc = SWITCHYARD_MAP_DB_ERROR;
     out.error = "cannot connect to " + where + ": " + why;
     return out;
   }
@@ -218,7 +195,7 @@ OpenResult open_connection(const Options& opts, const std::string& options_text,
       PQexecParams(fresh.conn, kSessionSetup, 1, nullptr, setup_values, nullptr, nullptr, 0);
   auto setup_error = failure(r, PGRES_TUPLES_OK, fresh.conn);
   PQclear(r);
-  if (setup_error) return fail(kDatabaseError, "setting up the session: " + *setup_error);
+  if (setup_error) return fail(SWITCHYARD_MAP_DB_ERROR, "setting up the session: " + *setup_error);
 
   // Prepared once here to find the names (and check a query=); lookups send it again with
   // PQexecParams, which needs no server-side state and so also works through poolers.
@@ -237,18 +214,19 @@ OpenResult open_connection(const Options& opts, const std::string& options_text,
     *prepare_error = sql + ": " + *prepare_error;
   }
   PQclear(r);
-  if (prepare_error) return fail(kDatabaseError, *prepare_error);
+  if (prepare_error) return fail(SWITCHYARD_MAP_DB_ERROR, *prepare_error);
 
   r = PQdescribePrepared(fresh.conn, "");
   auto describe_error = failure(r, PGRES_COMMAND_OK, fresh.conn);
   int parameters = r ? PQnparams(r) : 0;
   int columns = r ? PQnfields(r) : 0;
   PQclear(r);
-  if (describe_error) return fail(kDatabaseError, sql + ": " + *describe_error);
+  if (describe_error) return fail(SWITCHYARD_MAP_DB_ERROR, sql + ": " + *describe_error);
   if (parameters != 1)
-    return fail(kOtherError, "query= must take exactly one parameter, the key ($1): " + sql);
+    return fail(SWITCHYARD_MAP_OTHER_ERROR,
+                "query= must take exactly one parameter, the key ($1): " + sql);
   if (columns < 1 || columns > 3)
-    return fail(kOtherError,
+    return fail(SWITCHYARD_MAP_OTHER_ERROR,
                 "query= must return 1 to 3 columns, servername[, port[, user]]: " + sql);
   fresh.sql = sql;
   *c = fresh;
@@ -256,7 +234,7 @@ OpenResult open_connection(const Options& opts, const std::string& options_text,
 }
 
 struct Attempt {
-  int rc = kFound;
+  int rc = SWITCHYARD_MAP_FOUND;
   bool lost = false;  // the connection went away: worth one more try on a new one
   std::string answer, error;
 };
@@ -274,14 +252,14 @@ Attempt run_lookup(Connection& c, const char* key) {
     std::string sqlstate = sqlstate_of(r);
     if (r != nullptr && key_not_representable(sqlstate)) {
       PQclear(r);
-      out.rc = kNotFound;
+      out.rc = SWITCHYARD_MAP_NOT_FOUND;
       return out;
     }
-    out.rc = kDatabaseError;
+    out.rc = SWITCHYARD_MAP_DB_ERROR;
     out.lost = connection_lost(c.conn, sqlstate);
     out.error = one_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c.conn));
     if (r != nullptr && PQresultStatus(r) == PGRES_COMMAND_OK) {
-      out.rc = kOtherError;  // cannot happen after the describe check; kept defensive
+      out.rc = SWITCHYARD_MAP_OTHER_ERROR;  // cannot happen after the describe check
       out.error = "the query returned no rows set";
     }
     PQclear(r);
@@ -289,7 +267,7 @@ Attempt run_lookup(Connection& c, const char* key) {
   }
   if (PQntuples(r) == 0) {
     PQclear(r);
-    out.rc = kNotFound;
+    out.rc = SWITCHYARD_MAP_NOT_FOUND;
     return out;
   }
   int columns = PQnfields(r);
@@ -298,7 +276,7 @@ Attempt run_lookup(Connection& c, const char* key) {
   std::string user = columns >= 3 ? sy::pgsql::trim(text_of(r, 2)) : "";
   PQclear(r);
   if (server.empty()) {
-    out.rc = kOtherError;
+    out.rc = SWITCHYARD_MAP_OTHER_ERROR;
     out.error = "the row for \"" + printable(key) + "\" has no servername";
     return out;
   }
@@ -306,40 +284,29 @@ Attempt run_lookup(Connection& c, const char* key) {
   return out;
 }
 
+// Options: dbserver_get's, or dbserver_init's when NULL (sy::maps::Calls).
 int lookup(const char* key, const char* options, char** str_return, size_t* len_return) {
-  // dbserver_get's options win; NULL falls back to what dbserver_init was given.
-  const char* effective = options ? options : (g_init_options ? g_init_options->c_str() : nullptr);
-  const std::string options_text = effective ? effective : "";
-  std::string error;
-  auto opts = parse_and_check(effective, &error);
-  if (!opts) {
-    report(error);
-    return kOtherError;
-  }
+  auto opts = sy::maps::parse_or_report(parse_and_check, options, report);
+  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
+  const std::string options_text = options ? options : "";
   const std::string where = sy::pgsql::describe(*opts);
 
   Connection& c = g_connection;
-  if (c.is_open() && c.pid != ::getpid()) c.abandon();
+  sy::maps::forget_if_inherited(c);
   if (c.is_open() && (c.options != options_text || PQstatus(c.conn) != CONNECTION_OK)) c.close();
   bool reused = c.is_open();
   for (;;) {
     if (!c.is_open()) {
       OpenResult opened = open_connection(*opts, options_text, &c);
-      if (opened.rc != kFound) {
+      if (opened.rc != SWITCHYARD_MAP_FOUND) {
         report(opened.error);
         return opened.rc;
       }
     }
     Attempt a = run_lookup(c, key);
-    if (a.rc == kFound) {
-      char* out = static_cast<char*>(std::malloc(a.answer.size() + 1));
-      if (out == nullptr) return kOtherError;
-      std::memcpy(out, a.answer.c_str(), a.answer.size() + 1);
-      *str_return = out;
-      *len_return = a.answer.size();
-      return kFound;
-    }
-    if (a.rc == kNotFound) return kNotFound;
+    if (a.rc == SWITCHYARD_MAP_FOUND)
+      return sy::maps::return_answer(a.answer, str_return, len_return);
+    if (a.rc == SWITCHYARD_MAP_NOT_FOUND) return SWITCHYARD_MAP_NOT_FOUND;
     // Any failure closes the session: the next lookup starts afresh (and finds the names
     // again, should the table have been renamed).
     c.close();
@@ -353,24 +320,14 @@ int lookup(const char* key, const char* options, char** str_return, size_t* len_
   }
 }
 
-}  // namespace
-
-extern "C" {
-
-SY_MAP_EXPORT int dbserver_init(char* options) {
-  std::lock_guard lock(g_mutex);
-  g_connection.drop();
-  g_init_options = options ? std::optional<std::string>(options) : std::nullopt;
-  std::string error;
-  auto opts = parse_and_check(options, &error);
-  if (!opts) {
-    report(error);
-    return kOtherError;
-  }
+int init(const char* options) {
+  sy::maps::drop(g_connection);
+  auto opts = sy::maps::parse_or_report(parse_and_check, options, report);
+  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
   // The session stays open for the lookups. Switchyard runs init before it drops
   // privileges, so credentials only root may read (a client key, a .pgpass) work here.
   OpenResult opened = open_connection(*opts, options ? options : "", &g_connection);
-  if (opened.rc == kFound) return 0;
+  if (opened.rc == SWITCHYARD_MAP_FOUND) return 0;
   if (!opened.connected) {
     report(opened.error + " (lookups fail temporarily until it answers)");
     return 0;
@@ -379,18 +336,8 @@ SY_MAP_EXPORT int dbserver_init(char* options) {
   return opened.rc;
 }
 
-SY_MAP_EXPORT int dbserver_get(const char* key, const char* options, char** str_return,
-                               size_t* len_return) {
-  if (key == nullptr || str_return == nullptr || len_return == nullptr) return kOtherError;
-  std::lock_guard lock(g_mutex);
-  return lookup(key, options, str_return, len_return);
-}
+void fini() { sy::maps::drop(g_connection); }
 
-SY_MAP_EXPORT int dbserver_fini(void) {
-  std::lock_guard lock(g_mutex);
-  g_connection.drop();
-  g_init_options.reset();
-  return 0;
-}
+}  // namespace
 
-}  // extern "C"
+SY_MAP_PERDITION_FUNCTIONS(init, lookup, fini);

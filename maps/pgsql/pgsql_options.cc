@@ -5,6 +5,8 @@
 #include <climits>
 #include <cstdint>
 
+#include "../common/support.h"
+
 namespace sy::pgsql {
 namespace {
 
@@ -285,22 +287,11 @@ std::string first_word(std::string_view value) {
   return std::string(value.substr(0, value.find_first_of(kBlanks)));
 }
 
-std::string trim(std::string_view value) {
-  auto start = value.find_first_not_of(kBlanks);
-  if (start == std::string_view::npos) return {};
-  return std::string(value.substr(start, value.find_last_not_of(kBlanks) - start + 1));
-}
+std::string trim(std::string_view value) { return std::string(sy::maps::trim(value)); }
 
 std::string make_answer(const std::string& user, const std::string& server,
                         const std::string& port) {
-  std::string out;
-  if (!user.empty()) out = user + "@";
-  if (std::count(server.begin(), server.end(), ':') >= 2 && server.front() != '[')
-    out += "[" + server + "]";
-  else
-    out += server;
-  if (!port.empty()) out += ":" + port;
-  return out;
+  return sy::maps::format_answer(user, server, port);
 }
 
 }  // namespace sy::pgsql

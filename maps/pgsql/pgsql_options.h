@@ -1,5 +1,5 @@
 // The pgsql map module's options and the text it builds from them: pure code (no libpq, no
-// I/O), compiled into the module and into the unit tests. Owner: the map-modules engineer.
+// I/O), compiled into the module and into the unit tests.
 //
 // Two forms (NULL or "" = Perdition's defaults):
 //
@@ -99,7 +99,8 @@ std::string scrub(std::string message, const std::vector<std::string>& secrets);
 std::string first_word(std::string_view value);
 // A store user: blanks around it removed, blanks inside kept.
 std::string trim(std::string_view value);
-// "[user@]servername[:port]"; a bare IPv6 servername (two or more ':') gets brackets.
+// "[user@]servername[:port]"; a bare IPv6 servername (two or more ':') gets brackets
+// (sy::maps::format_answer, shared by the modules).
 std::string make_answer(const std::string& user, const std::string& server,
                         const std::string& port);
 

@@ -2,7 +2,7 @@
 // and the module itself loaded as the host loads it, dlopen(MAPS_BUILDDIR "/pgsql.so"),
 // against a real PostgreSQL started for this suite: initdb into a fresh mkdtemp directory,
 // postgres in the foreground (as the "postgres" user when we are root) on a free loopback
-// port, stopped by its PID. Owner: the map-modules engineer.
+// port, stopped by its PID.
 //
 // The server binaries are found in $PG_BINDIR, then the PG_BINDIR macro, then
 // `pg_config --bindir`, then /usr/lib/postgresql/<newest>/bin (Debian: package postgresql).
@@ -36,11 +36,8 @@
 #include <thread>
 #include <vector>
 
+#include "../common/module_test.h"
 #include "pgsql_options.h"
-
-#ifndef MAPS_BUILDDIR
-#define MAPS_BUILDDIR "maps/.libs"
-#endif
 #ifndef TEST_SRCDIR
 #define TEST_SRCDIR "."
 #endif
@@ -584,11 +581,7 @@ class StderrCapture {
   int saved_ = -1;
 };
 
-using InitFn = int (*)(char*);
-using GetFn = int (*)(const char*, const char*, char**, std::size_t*);
-using FiniFn = int (*)();
-
-class PgsqlMapTest : public ::testing::Test {
+class PgsqlMapTest : public sy::maps::test::ModuleTest {
  protected:
   static void SetUpTestSuite() {
     server_ = new PgServer();
@@ -643,48 +636,13 @@ class PgsqlMapTest : public ::testing::Test {
 
   void SetUp() override {
     ASSERT_EQ(setup_error_, nullptr) << *setup_error_;
-    handle_ = dlopen(MAPS_BUILDDIR "/pgsql.so", RTLD_NOW | RTLD_LOCAL);
-    ASSERT_NE(handle_, nullptr) << dlerror();
-    init_ = reinterpret_cast<InitFn>(dlsym(handle_, "dbserver_init"));
-    get_ = reinterpret_cast<GetFn>(dlsym(handle_, "dbserver_get"));
-    fini_ = reinterpret_cast<FiniFn>(dlsym(handle_, "dbserver_fini"));
-    ASSERT_NE(init_, nullptr);
-    ASSERT_NE(get_, nullptr);
-    ASSERT_NE(fini_, nullptr);
+    ASSERT_NO_FATAL_FAILURE(load("pgsql.so"));
   }
 
-  void TearDown() override {
-    if (fini_) fini_();
-    if (handle_) dlclose(handle_);
+  GetReply get(const std::string& key, const char* options) {
+    return fetch(key.c_str(), options);
   }
-
-  int init(const std::string& options) {
-    std::string copy = options;  // dbserver_init takes a char*
-    return init_(copy.data());
-  }
-
-  struct Reply {
-    int rc;
-    std::string value;
-  };
-  Reply get(const std::string& key, const char* options) {
-    char* str = nullptr;
-    std::size_t len = 12345;
-    int rc = get_(key.c_str(), options, &str, &len);
-    Reply r{rc, {}};
-    if (rc == 0) {
-      EXPECT_NE(str, nullptr);
-      if (str != nullptr) {
-        EXPECT_EQ(len, std::strlen(str)) << "value must be NUL-terminated, len its strlen";
-        r.value.assign(str, len);
-      }
-    } else {
-      EXPECT_EQ(str, nullptr) << "no value with rc " << rc;
-    }
-    std::free(str);
-    return r;
-  }
-  Reply get(const std::string& key, const std::string& options) {
+  GetReply get(const std::string& key, const std::string& options) {
     return get(key, options.c_str());
   }
 
@@ -695,10 +653,6 @@ class PgsqlMapTest : public ::testing::Test {
 
   static PgServer* server_;
   static std::string* setup_error_;
-  void* handle_ = nullptr;
-  InitFn init_ = nullptr;
-  GetFn get_ = nullptr;
-  FiniFn fini_ = nullptr;
 };
 
 PgServer* PgsqlMapTest::server_ = nullptr;

@@ -1,5 +1,4 @@
 // PopMap: Perdition popmap.re rules compiled with PCRE2 (contract in popmap.h).
-// Owner: the map-modules engineer.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "popmap.h"
 

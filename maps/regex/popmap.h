@@ -1,5 +1,5 @@
 // PopMap: the rules of a Perdition popmap.re file, compiled with PCRE2, and the lookup.
-// Owner: the map-modules engineer. Pure: no logging; load() reads the one file it is given.
+// Pure: no logging; load() reads the one file it is given.
 //
 // The file, one rule a line:
 //   <regex>[:] <substitution>    e.g.   ^(.*)@example\.org:  $1@store1.example.net:143

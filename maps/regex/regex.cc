@@ -1,5 +1,5 @@
 // The regex map module: Perdition's popmap.re rules (see popmap.h) behind Perdition's C ABI
-// (dbserver_init / dbserver_get / dbserver_fini). Owner: the map-modules engineer.
+// (dbserver_init / dbserver_get / dbserver_fini).
 //
 // options = the rules file (NULL or "" = /etc/switchyard/popmap.re). dbserver_init loads and
 // checks it (-1, with "switchyard regex map: file:line: message" on stderr, when it does not
@@ -8,13 +8,13 @@
 // file is read again only after dbserver_fini / dbserver_init (the host does that on
 // SIGHUP). Returns 0 with a malloc'd NUL-terminated answer, -2 when no rule matches, -1
 // when the file does not load or a match fails (PCRE2 limits), -3 on bad arguments.
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <switchyard/map.h>
+
 #include <mutex>
 #include <optional>
 #include <string>
 
+#include "../common/support.h"
 #include "popmap.h"
 
 namespace {
@@ -29,9 +29,7 @@ std::string path_from(const char* options) {
   return options != nullptr && *options != '\0' ? options : kDefaultPath;
 }
 
-void report(const std::string& message) {
-  std::fprintf(stderr, "switchyard regex map: %s\n", message.c_str());
-}
+constexpr sy::maps::Reporter report("regex");
 
 // Makes g_map the rules of `path`. False (reported) when the file does not load.
 bool ensure_loaded(const std::string& path) {
@@ -51,35 +49,32 @@ bool ensure_loaded(const std::string& path) {
 
 extern "C" {
 
-int dbserver_init(char* options) {
+SY_MAP_EXPORT int dbserver_init(char* options) {
   std::lock_guard lock(g_mutex);
   g_map.reset();
-  return ensure_loaded(path_from(options)) ? 0 : -1;
+  return ensure_loaded(path_from(options)) ? 0 : SWITCHYARD_MAP_DB_ERROR;
 }
 
-int dbserver_get(const char* key, const char* options, char** str_return, size_t* len_return) {
-  if (key == nullptr || str_return == nullptr || len_return == nullptr) return -3;
+SY_MAP_EXPORT int dbserver_get(const char* key, const char* options, char** str_return,
+                               size_t* len_return) {
+  if (key == nullptr || str_return == nullptr || len_return == nullptr)
+    return SWITCHYARD_MAP_OTHER_ERROR;
   std::lock_guard lock(g_mutex);
-  if (!ensure_loaded(path_from(options))) return -1;
+  if (!ensure_loaded(path_from(options))) return SWITCHYARD_MAP_DB_ERROR;
   sy::PopMap::Result r = g_map->find(key);
   switch (r.status) {
     case sy::PopMap::Status::kNotFound:
-      return -2;
+      return SWITCHYARD_MAP_NOT_FOUND;
     case sy::PopMap::Status::kError:
       report(g_path + ": key \"" + key + "\": " + r.text);
-      return -1;
+      return SWITCHYARD_MAP_DB_ERROR;
     case sy::PopMap::Status::kFound:
       break;
   }
-  char* out = static_cast<char*>(std::malloc(r.text.size() + 1));
-  if (out == nullptr) return -3;
-  std::memcpy(out, r.text.c_str(), r.text.size() + 1);
-  *str_return = out;
-  *len_return = r.text.size();
-  return 0;
+  return sy::maps::return_answer(r.text, str_return, len_return);
 }
 
-int dbserver_fini(void) {
+SY_MAP_EXPORT int dbserver_fini(void) {
   std::lock_guard lock(g_mutex);
   g_map.reset();
   g_path.clear();

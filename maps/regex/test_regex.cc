@@ -1,22 +1,15 @@
 // Tests for the regex map: PopMap (maps/regex/popmap.{h,cc}) directly, and the module
-// loaded as the host loads it, dlopen(MAPS_BUILDDIR "/regex.so"). Owner: the map-modules
-// engineer.
-#include <dlfcn.h>
+// loaded as the host loads it, dlopen(MAPS_BUILDDIR "/regex.so").
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "../common/module_test.h"
 #include "popmap.h"
-
-#ifndef MAPS_BUILDDIR
-#define MAPS_BUILDDIR "maps/.libs"
-#endif
 
 namespace sy {
 namespace {
@@ -217,50 +210,19 @@ TEST(PopMap, LoadFromFile) {
 }
 
 // The module, as the host sees it.
-class RegexModuleTest : public ::testing::Test {
+class RegexModuleTest : public sy::maps::test::ModuleTest {
  protected:
-  using InitFn = int (*)(char*);
-  using GetFn = int (*)(const char*, const char*, char**, std::size_t*);
-  using FiniFn = int (*)();
-
   void SetUp() override {
     ASSERT_FALSE(dir_.path().empty());
-    handle_ = dlopen(MAPS_BUILDDIR "/regex.so", RTLD_NOW | RTLD_LOCAL);
-    ASSERT_NE(handle_, nullptr) << dlerror();
-    init_ = reinterpret_cast<InitFn>(dlsym(handle_, "dbserver_init"));
-    get_ = reinterpret_cast<GetFn>(dlsym(handle_, "dbserver_get"));
-    fini_ = reinterpret_cast<FiniFn>(dlsym(handle_, "dbserver_fini"));
-    ASSERT_NE(init_, nullptr);
-    ASSERT_NE(get_, nullptr);
-    ASSERT_NE(fini_, nullptr);
-  }
-  void TearDown() override {
-    if (fini_) fini_();
-    if (handle_) dlclose(handle_);
+    ASSERT_NO_FATAL_FAILURE(load("regex.so"));
   }
 
-  int init(const std::string& options) {
-    std::string copy = options;
-    return init_(copy.data());
-  }
   std::pair<int, std::string> get(const char* key, const char* options) {
-    char* str = nullptr;
-    std::size_t len = 0;
-    int rc = get_(key, options, &str, &len);
-    std::string value;
-    if (rc == 0 && str != nullptr) {
-      EXPECT_EQ(len, std::strlen(str));
-      value.assign(str, len);
-    }
-    std::free(str);
-    return {rc, value};
+    GetReply r = fetch(key, options);
+    return {r.rc, r.value};
   }
 
   TempDir dir_;
-  void* handle_ = nullptr;
-  InitFn init_ = nullptr;
-  GetFn get_ = nullptr;
-  FiniFn fini_ = nullptr;
 };
 
 TEST_F(RegexModuleTest, InitThenGet) {

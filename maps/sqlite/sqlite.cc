@@ -1,5 +1,5 @@
 // The sqlite map module: looks a user up in an SQLite file, with Perdition's C ABI
-// (dbserver_init / dbserver_get / dbserver_fini). Owner: the map-modules engineer.
+// (dbserver_init / dbserver_get / dbserver_fini).
 //
 // Options (NULL or "" = all defaults), ';'-separated:
 //   PATH | path=PATH        the database file (default /var/lib/switchyard/users.db)
@@ -11,8 +11,8 @@
 // e.g. "/srv/users.db;table=mailboxes" or "path=/srv/users.db;query=SELECT ...".
 //
 // The answer is "[store_user@]servername[:port]": a NULL or empty port or store_user is
-// left out; a servername holding ':' (IPv6) is put in brackets. The key is always bound as a
-// parameter, never pasted into SQL.
+// left out; a bare IPv6 servername (two or more ':') is put in brackets. The key is always
+// bound as a parameter, never pasted into SQL.
 //
 // Connections: dbserver_init checks the options, opens the database read-only and prepares
 // the query, and keeps that connection (Switchyard runs init in each worker before it drops
@@ -26,19 +26,17 @@
 // -1 database error (cannot open, not a database, locked past the busy timeout, ...),
 // -2 not found, -3 bad options / bad arguments / a row without a servername.
 #include <sqlite3.h>
+#include <switchyard/map.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "../common/support.h"
 
 namespace {
 
@@ -46,14 +44,7 @@ constexpr const char* kDefaultPath = "/var/lib/switchyard/users.db";
 constexpr const char* kDefaultTable = "tblPerdition";
 constexpr int kBusyTimeoutMs = 2000;
 
-constexpr int kFound = 0;
-constexpr int kDatabaseError = -1;
-constexpr int kNotFound = -2;
-constexpr int kOtherError = -3;
-
-void report(const std::string& message) {
-  std::fprintf(stderr, "switchyard sqlite map: %s\n", message.c_str());
-}
+constexpr sy::maps::Reporter report("sqlite");
 
 struct Options {
   std::string path = kDefaultPath;
@@ -118,12 +109,11 @@ std::optional<Options> parse_options(const char* text, std::string* error) {
   return out;
 }
 
-// One open database and its prepared lookup.
-struct Connection {
+// One open database and its prepared lookup, in the process that opened it.
+struct Connection : sy::maps::ForkGuard {
   sqlite3* db = nullptr;
   sqlite3_stmt* stmt = nullptr;
   std::string options;  // the options string it was opened for
-  pid_t pid = 0;        // the process that opened it
   dev_t dev = 0;        // the file it opened
   ino_t ino = 0;
   int store_user_column = -1;  // -1: none
@@ -146,9 +136,7 @@ struct Connection {
   }
 };
 
-std::mutex g_mutex;
 Connection g_connection;
-std::optional<std::string> g_init_options;  // what dbserver_init was given (nullopt: NULL)
 
 bool only_separators(const char* tail) {
   for (; tail != nullptr && *tail != '\0'; ++tail)
@@ -156,17 +144,17 @@ bool only_separators(const char* tail) {
   return true;
 }
 
-// Opens `opts` into `c`. Returns kFound (0) or an error code with *error set.
+// Opens `opts` into `c`. Returns SWITCHYARD_MAP_FOUND (0) or an error code with *error set.
 int open_connection(const Options& opts, const std::string& options_text, Connection* c,
                     std::string* error) {
   struct stat st;
   if (::stat(opts.path.c_str(), &st) != 0) {
     *error = opts.path + ": " + std::strerror(errno);
-    return kDatabaseError;
+    return SWITCHYARD_MAP_DB_ERROR;
   }
   Connection fresh;
   fresh.options = options_text;
-  fresh.pid = ::getpid();
+  fresh.claim();
   fresh.dev = st.st_dev;
   fresh.ino = st.st_ino;
   int rc = sqlite3_open_v2(opts.path.c_str(), &fresh.db,
@@ -174,7 +162,7 @@ int open_connection(const Options& opts, const std::string& options_text, Connec
   if (rc != SQLITE_OK) {
     *error = opts.path + ": " + (fresh.db ? sqlite3_errmsg(fresh.db) : sqlite3_errstr(rc));
     fresh.close();
-    return kDatabaseError;
+    return SWITCHYARD_MAP_DB_ERROR;
   }
   sqlite3_busy_timeout(fresh.db, kBusyTimeoutMs);
 
@@ -197,7 +185,7 @@ int open_connection(const Options& opts, const std::string& options_text, Connec
   if (rc != SQLITE_OK || fresh.stmt == nullptr) {
     *error = opts.path + ": " + (rc != SQLITE_OK ? sqlite3_errmsg(fresh.db) : "query= is empty");
     fresh.close();
-    return rc != SQLITE_OK ? kDatabaseError : kOtherError;
+    return rc != SQLITE_OK ? SWITCHYARD_MAP_DB_ERROR : SWITCHYARD_MAP_OTHER_ERROR;
   }
   if (!opts.query.empty()) {
     int columns = sqlite3_column_count(fresh.stmt);
@@ -213,13 +201,13 @@ int open_connection(const Options& opts, const std::string& options_text, Connec
     if (problem) {
       *error = problem;
       fresh.close();
-      return kOtherError;
+      return SWITCHYARD_MAP_OTHER_ERROR;
     }
     fresh.port_column = columns >= 2 ? 1 : -1;
     fresh.store_user_column = columns >= 3 ? 2 : -1;
   }
   *c = fresh;
-  return kFound;
+  return SWITCHYARD_MAP_FOUND;
 }
 
 // True when the file at the configured path is still the one `c` opened.
@@ -237,42 +225,22 @@ std::string column_text(sqlite3_stmt* stmt, int column) {
   if (text == nullptr) return {};
   std::string_view s(reinterpret_cast<const char*>(text),
                      static_cast<std::size_t>(sqlite3_column_bytes(stmt, column)));
-  auto first = s.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos) return {};
-  return std::string(s.substr(first, s.find_last_not_of(" \t\r\n") - first + 1));
+  return std::string(sy::maps::trim(s));
 }
 
-std::string make_answer(const std::string& user, const std::string& server,
-                        const std::string& port) {
-  std::string out;
-  if (!user.empty()) out = user + "@";
-  // A bare IPv6 address (two or more ':') gets brackets; "host:port" in the servername
-  // column passes as it is, as with Perdition's SQL maps.
-  if (std::count(server.begin(), server.end(), ':') >= 2 && server.front() != '[')
-    out += "[" + server + "]";
-  else
-    out += server;
-  if (!port.empty()) out += ":" + port;
-  return out;
-}
-
+// Options: dbserver_get's, or dbserver_init's when NULL (sy::maps::Calls).
 int lookup(const char* key, const char* options, char** str_return, size_t* len_return) {
-  // dbserver_get's options win; NULL falls back to what dbserver_init was given.
-  const char* effective = options ? options : (g_init_options ? g_init_options->c_str() : nullptr);
-  const std::string options_text = effective ? effective : "";
+  auto opts = sy::maps::parse_or_report(parse_options, options, report);
+  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
+  const std::string options_text = options ? options : "";
   std::string error;
-  auto opts = parse_options(effective, &error);
-  if (!opts) {
-    report(error);
-    return kOtherError;
-  }
 
   Connection& c = g_connection;
-  if (c.is_open() && c.pid != ::getpid()) c.abandon();
+  sy::maps::forget_if_inherited(c);
   if (c.is_open() && (c.options != options_text || !same_file(c, *opts))) c.close();
   if (!c.is_open()) {
     int rc = open_connection(*opts, options_text, &c, &error);
-    if (rc != kFound) {
+    if (rc != SWITCHYARD_MAP_FOUND) {
       report(error);
       return rc;
     }
@@ -283,17 +251,17 @@ int lookup(const char* key, const char* options, char** str_return, size_t* len_
   if (sqlite3_bind_text(c.stmt, 1, key, -1, SQLITE_TRANSIENT) != SQLITE_OK) {
     report(opts->path + ": binding the key: " + sqlite3_errmsg(c.db));
     c.close();
-    return kDatabaseError;
+    return SWITCHYARD_MAP_DB_ERROR;
   }
   int rc = sqlite3_step(c.stmt);
   if (rc == SQLITE_DONE) {
     sqlite3_reset(c.stmt);
-    return kNotFound;
+    return SWITCHYARD_MAP_NOT_FOUND;
   }
   if (rc != SQLITE_ROW) {
     report(opts->path + ": " + sqlite3_errmsg(c.db));
     c.close();  // reopened on the next lookup: the file may have been fixed or replaced
-    return kDatabaseError;
+    return SWITCHYARD_MAP_DB_ERROR;
   }
   std::string server = column_text(c.stmt, 0);
   std::string port = column_text(c.stmt, c.port_column);
@@ -301,40 +269,21 @@ int lookup(const char* key, const char* options, char** str_return, size_t* len_
   sqlite3_reset(c.stmt);  // ends the read transaction: writers are not held up
   if (server.empty()) {
     report(opts->path + ": the row for \"" + key + "\" has no servername");
-    return kOtherError;
+    return SWITCHYARD_MAP_OTHER_ERROR;
   }
-  std::string answer = make_answer(user, server, port);
-  char* out = static_cast<char*>(std::malloc(answer.size() + 1));
-  if (out == nullptr) return kOtherError;
-  std::memcpy(out, answer.c_str(), answer.size() + 1);
-  *str_return = out;
-  *len_return = answer.size();
-  return kFound;
+  return sy::maps::return_answer(sy::maps::format_answer(user, server, port), str_return,
+                                len_return);
 }
 
-}  // namespace
-
-extern "C" {
-
-int dbserver_init(char* options) {
-  std::lock_guard lock(g_mutex);
-  if (g_connection.is_open()) {
-    if (g_connection.pid == ::getpid())
-      g_connection.close();
-    else
-      g_connection.abandon();
-  }
-  g_init_options = options ? std::optional<std::string>(options) : std::nullopt;
-  std::string error;
-  auto opts = parse_options(options, &error);
-  if (!opts) {
-    report(error);
-    return kOtherError;
-  }
+int init(const char* options) {
+  sy::maps::drop(g_connection);
+  auto opts = sy::maps::parse_or_report(parse_options, options, report);
+  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
   // The connection stays open: the host runs init before it drops privileges, so a
   // database only root may read still answers afterwards.
+  std::string error;
   int rc = open_connection(*opts, options ? options : "", &g_connection, &error);
-  if (rc != kFound) {
+  if (rc != SWITCHYARD_MAP_FOUND) {
     g_connection.close();
     report(error);
     return rc;
@@ -342,22 +291,8 @@ int dbserver_init(char* options) {
   return 0;
 }
 
-int dbserver_get(const char* key, const char* options, char** str_return, size_t* len_return) {
-  if (key == nullptr || str_return == nullptr || len_return == nullptr) return kOtherError;
-  std::lock_guard lock(g_mutex);
-  return lookup(key, options, str_return, len_return);
-}
+void fini() { sy::maps::drop(g_connection); }
 
-int dbserver_fini(void) {
-  std::lock_guard lock(g_mutex);
-  if (g_connection.is_open()) {
-    if (g_connection.pid == ::getpid())
-      g_connection.close();
-    else
-      g_connection.abandon();
-  }
-  g_init_options.reset();
-  return 0;
-}
+}  // namespace
 
-}  // extern "C"
+SY_MAP_PERDITION_FUNCTIONS(init, lookup, fini);

@@ -1,6 +1,6 @@
 // Tests for the sqlite map module (maps/sqlite/sqlite.cc), loaded as the host loads it:
-// dlopen(MAPS_BUILDDIR "/sqlite.so") and Perdition's three symbols. Owner: the map-modules
-// engineer. Every test database lives in a fresh mkdtemp directory.
+// dlopen(MAPS_BUILDDIR "/sqlite.so") and Perdition's three symbols. Every test database
+// lives in a fresh mkdtemp directory.
 #include <dlfcn.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
@@ -16,39 +16,23 @@
 #include <string>
 #include <utility>
 
-#ifndef MAPS_BUILDDIR
-#define MAPS_BUILDDIR "maps/.libs"
-#endif
+#include "../common/module_test.h"
 
 namespace {
 
-using InitFn = int (*)(char*);
-using GetFn = int (*)(const char*, const char*, char**, std::size_t*);
-using FiniFn = int (*)();
-
-class SqliteMapTest : public ::testing::Test {
+class SqliteMapTest : public sy::maps::test::ModuleTest {
  protected:
   void SetUp() override {
     char dir_template[] = "/tmp/switchyard-sqlite-test-XXXXXX";
     ASSERT_NE(mkdtemp(dir_template), nullptr) << std::strerror(errno);
     dir_ = dir_template;
     db_ = dir_ + "/users.db";
-
-    const char* so = MAPS_BUILDDIR "/sqlite.so";
-    handle_ = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    ASSERT_NE(handle_, nullptr) << dlerror();
-    init_ = reinterpret_cast<InitFn>(dlsym(handle_, "dbserver_init"));
-    get_ = reinterpret_cast<GetFn>(dlsym(handle_, "dbserver_get"));
-    fini_ = reinterpret_cast<FiniFn>(dlsym(handle_, "dbserver_fini"));
-    ASSERT_NE(init_, nullptr);
-    ASSERT_NE(get_, nullptr);
-    ASSERT_NE(fini_, nullptr);
+    ASSERT_NO_FATAL_FAILURE(load("sqlite.so"));
     EXPECT_EQ(dlsym(handle_, "dbserver_get2"), nullptr);
   }
 
   void TearDown() override {
-    if (fini_) fini_();
-    if (handle_) dlclose(handle_);
+    ModuleTest::TearDown();
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
@@ -79,38 +63,12 @@ class SqliteMapTest : public ::testing::Test {
          "INSERT INTO tblPerdition VALUES ('blank', '  ', '143', NULL);");
   }
 
-  int init(const char* options) {
-    if (options == nullptr) return init_(nullptr);
-    std::string copy = options;  // dbserver_init takes a char*
-    return init_(copy.data());
+  GetReply get(const std::string& key, const char* options) {
+    return fetch(key.c_str(), options);
   }
-
-  struct Reply {
-    int rc;
-    std::string value;
-  };
-  Reply get(const std::string& key, const char* options) {
-    char* str = nullptr;
-    std::size_t len = 12345;
-    int rc = get_(key.c_str(), options, &str, &len);
-    Reply r{rc, {}};
-    if (rc == 0) {
-      EXPECT_NE(str, nullptr);
-      if (str != nullptr) {
-        EXPECT_EQ(len, std::strlen(str)) << "value must be NUL-terminated, len its strlen";
-        r.value.assign(str, len);
-      }
-    }
-    std::free(str);
-    return r;
-  }
-  Reply get(const std::string& key) { return get(key, db_.c_str()); }
+  GetReply get(const std::string& key) { return get(key, db_.c_str()); }
 
   std::string dir_, db_;
-  void* handle_ = nullptr;
-  InitFn init_ = nullptr;
-  GetFn get_ = nullptr;
-  FiniFn fini_ = nullptr;
 };
 
 TEST_F(SqliteMapTest, FoundWithPort) {
