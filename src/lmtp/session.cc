@@ -14,7 +14,7 @@
 #include "map/lookup_service.h"
 #include "map/username.h"
 #include "net/address.h"
-#include "net/target.h"
+#include "backend/target.h"
 
 namespace sy {
 namespace {

@@ -6,7 +6,7 @@
 #include "lmtp/data.h"
 #include "lmtp/parser.h"
 #include "lmtp/spool.h"
-#include "net/upstream.h"
+#include "backend/upstream.h"
 
 namespace sy::lmtp {
 namespace {

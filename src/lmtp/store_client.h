@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "config/duration.h"
-#include "net/health.h"
+#include "backend/health.h"
 #include "net/stream.h"
-#include "net/target.h"
+#include "backend/target.h"
 
 namespace sy {
 

@@ -6,13 +6,14 @@
 #ifndef SWITCHYARD_MAP_LOOKUP_SERVICE_H
 #define SWITCHYARD_MAP_LOOKUP_SERVICE_H
 
-#include <asio.hpp>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+
+#include "net/socket.h"  // Asio, included the one way
 #include <thread>
 
 #include "config/duration.h"

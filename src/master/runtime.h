@@ -3,8 +3,6 @@
 #ifndef SWITCHYARD_MASTER_RUNTIME_H
 #define SWITCHYARD_MASTER_RUNTIME_H
 
-#include <asio.hpp>
-#include <asio/ssl/context.hpp>
 #include <memory>
 #include <cstddef>
 #include <functional>
@@ -12,8 +10,10 @@
 #include <unordered_map>
 
 #include "config/config.h"
+#include "net/socket.h"
+#include "tls/tls.h"
 #include "proxy/admission.h"
-#include "net/health.h"
+#include "backend/health.h"
 #include "worker/holds.h"
 #include "worker/session_registry.h"
 
@@ -26,7 +26,6 @@ namespace lmtp {
 class StorePool;
 }
 
-using Socket = asio::generic::stream_protocol::socket;
 
 struct Runtime {
   Runtime(asio::io_context& i, const Config& c, LookupService& l, PipePool& p, BufferPool& b,

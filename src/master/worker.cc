@@ -25,7 +25,7 @@
 #include "master/control.h"
 #include "net/address.h"
 #include "master/runtime.h"
-#include "net/upstream.h"
+#include "backend/upstream.h"
 #include "relay/buffer_pool.h"
 #include "relay/pipe_pool.h"
 

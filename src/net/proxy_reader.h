@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "master/runtime.h"
+#include "net/socket.h"
 #include "net/address.h"
 #include "net/proxy_protocol.h"
 

@@ -12,7 +12,7 @@
 #include "map/lookup_service.h"
 #include "map/username.h"
 #include "net/proxy_reader.h"
-#include "net/upstream.h"
+#include "backend/upstream.h"
 #include "relay/relay.h"
 
 namespace sy {

@@ -20,7 +20,7 @@
 #include "master/runtime.h"
 #include "net/address.h"
 #include "net/stream.h"
-#include "net/target.h"
+#include "backend/target.h"
 #include "relay/relay.h"
 #include "tls/tls.h"
 

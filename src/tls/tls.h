@@ -4,11 +4,13 @@
 #ifndef SWITCHYARD_TLS_TLS_H
 #define SWITCHYARD_TLS_TLS_H
 
-#include <asio/ssl.hpp>
 #include <memory>
 #include <string>
 
 #include "config/config.h"
+#include "net/socket.h"  // Asio, included the one way
+
+#include <asio/ssl/context.hpp>
 
 namespace sy {
 

@@ -3,7 +3,7 @@
 
 #include "proxy/sasl.h"
 #include "net/address.h"
-#include "net/target.h"
+#include "backend/target.h"
 
 using sy::SocketAddress;
 

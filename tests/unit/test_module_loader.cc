@@ -10,7 +10,7 @@
 #include "config/config.h"
 #include "map/chain.h"
 #include "map/module.h"
-#include "net/target.h"
+#include "backend/target.h"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // Fail-over connect (see upstream.h).
-#include "net/upstream.h"
+#include "backend/upstream.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>

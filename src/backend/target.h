@@ -1,7 +1,7 @@
 // Where a user's store is: the map's answer resolved against the [backend.NAME] sections.
 // Pure; shared by the proxies, the LMTP router and switchyard-map.
-#ifndef SWITCHYARD_NET_TARGET_H
-#define SWITCHYARD_NET_TARGET_H
+#ifndef SWITCHYARD_BACKEND_TARGET_H
+#define SWITCHYARD_BACKEND_TARGET_H
 
 #include <string>
 #include <vector>

@@ -1,13 +1,13 @@
 // Reaching a store: a connect that tries each host of a Target in order, each with a
 // timeout.
-#ifndef SWITCHYARD_NET_UPSTREAM_H
-#define SWITCHYARD_NET_UPSTREAM_H
+#ifndef SWITCHYARD_BACKEND_UPSTREAM_H
+#define SWITCHYARD_BACKEND_UPSTREAM_H
 
 #include <string>
 
-#include "master/runtime.h"
-#include "net/health.h"
-#include "net/target.h"
+#include "net/socket.h"
+#include "backend/health.h"
+#include "backend/target.h"
 
 namespace sy {
 

@@ -1,5 +1,5 @@
 // Back-end resolution (see target.h).
-#include "net/target.h"
+#include "backend/target.h"
 
 namespace sy {
 namespace {

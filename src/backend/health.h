@@ -3,8 +3,8 @@
 // probes addresses in the background (active, worker.cc). Skipping never reorders: the
 // fail-over order is kept, and when every address is down they are all tried anyway.
 // Used on the worker's event loop only; times are passed in.
-#ifndef SWITCHYARD_NET_HEALTH_H
-#define SWITCHYARD_NET_HEALTH_H
+#ifndef SWITCHYARD_BACKEND_HEALTH_H
+#define SWITCHYARD_BACKEND_HEALTH_H
 
 #include <chrono>
 #include <string>
