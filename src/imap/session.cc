@@ -61,6 +61,15 @@ class ImapSession final : public ProxySession {
  private:
   asio::awaitable<Next> converse() override;
   std::string goodbye(const std::string& text) const override { return "* BYE " + text + "\r\n"; }
+  Parsed parse() override;
+  const char* parse_error() const override { return imap::error_name(parser_->error()); }
+  std::string bad_line_reply(const char* what) const override {
+    return parser_->error_tag() + " BAD " + what + "\r\n";
+  }
+  asio::awaitable<Next> serve_command() override { return handle(parser_->take_command()); }
+  void expect_line() override { parser_->expect_line(); }
+  std::string take_line() override { return parser_->line(); }
+  void drop_parser() override { parser_.reset(); }
   asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
                                             const std::string& server, const std::string& user,
                                             const std::string& password, std::string* reply,
@@ -77,11 +86,6 @@ class ImapSession final : public ProxySession {
     parser_ = std::make_unique<imap::CommandParser>(
         imap::Limits{limits_.max_line_length, limits_.max_literal_size, 64});
   }
-
-  // Reads the client's answer to an AUTHENTICATE challenge into *answer. False: the
-  // session is over (closed, or answered and closed), or *bad holds the parser's error,
-  // the line having been skipped.
-  asio::awaitable<bool> read_sasl_answer(std::string* answer, const char** bad);
 
   std::unique_ptr<imap::CommandParser> parser_;
   std::string tag_;  // of the LOGIN/AUTHENTICATE in progress: the store sees it too
@@ -101,46 +105,21 @@ std::string ImapSession::capabilities() const {
 asio::awaitable<Next> ImapSession::converse() {
   bool greeted = co_await send("* OK [CAPABILITY " + capabilities() + "] Switchyard ready.\r\n");
   if (!greeted) co_return Next::Close;
-  // (if/else, not a switch: g++ 12 mislays coroutine state in a switch whose cases
-  // co_await; and every awaited value is named before it is tested, for the same reason.)
-  for (;;) {
-    std::size_t consumed = 0;
-    imap::Event ev = parser_->feed(inbuf_, &consumed);
-    inbuf_.erase(0, consumed);
-    Next next = Next::Continue;
-    if (ev == imap::Event::NeedMore) {
-      bool more = co_await read_client();
-      if (!more) {
-        if (interrupted_ != Interrupt::None) co_await close_interrupted();
-        co_return Next::Close;
-      }
-      continue;
-    } else if (ev == imap::Event::Continue) {
-      next = co_await reply("+ Ready for literal data\r\n");
-    } else if (ev == imap::Event::Error) {
-      const char* what = imap::error_name(parser_->error());
-      if (parser_->fatal()) {
-        co_await close_with(goodbye(what), what);
-        co_return Next::Close;
-      }
-      ++bad_commands_;
-      next = co_await reply(parser_->error_tag() + " BAD " + what + "\r\n");
-    } else if (ev == imap::Event::Command) {
-      next = co_await handle(parser_->take_command());
-    }  // Event::Line only comes inside authenticate()
-    if (interrupted_ != Interrupt::None) {
-      co_await close_interrupted();
-      co_return Next::Close;
-    }
-    if (next != Next::Continue) {
-      if (next == Next::Relay) parser_.reset();
-      co_return next;
-    }
-    if (bad_commands_ >= limits_.max_bad_commands) {
-      co_await close_with(goodbye("Too many invalid commands"), "too many bad commands");
-      co_return Next::Close;
-    }
+  co_return co_await dialogue();
+}
+
+ProxySession::Parsed ImapSession::parse() {
+  std::size_t consumed = 0;
+  const imap::Event ev = parser_->feed(inbuf_, &consumed);
+  inbuf_.erase(0, consumed);
+  switch (ev) {
+    case imap::Event::NeedMore: return Parsed::NeedMore;
+    case imap::Event::Continue: return Parsed::Continue;
+    case imap::Event::Command: return Parsed::Command;
+    case imap::Event::Line: return Parsed::Line;
+    case imap::Event::Error: return parser_->fatal() ? Parsed::Fatal : Parsed::Error;
   }
+  return Parsed::Fatal;
 }
 
 asio::awaitable<Next> ImapSession::handle(imap::Command cmd) {
@@ -210,19 +189,12 @@ asio::awaitable<Next> ImapSession::authenticate(imap::Command& cmd) {
   } else {
     status = sasl.start(std::nullopt);
   }
-  while (status == SaslServer::Status::Challenge) {
-    bool asked = co_await send("+ " + std::string(sasl.challenge()) + "\r\n");
-    if (!asked) co_return Next::Close;
-    std::string answer;
-    const char* bad = nullptr;
-    bool answered = co_await read_sasl_answer(&answer, &bad);
-    if (!answered) {
-      if (!bad) co_return Next::Close;
-      ++bad_commands_;
-      co_return co_await reply(tag + " BAD " + bad + "\r\n");
-    }
-    status = sasl.respond(answer);
-    wipe(answer);
+  const char* bad = nullptr;
+  bool open = co_await sasl_exchange(sasl, &status, &bad);
+  if (!open) co_return Next::Close;
+  if (bad) {
+    ++bad_commands_;
+    co_return co_await reply(tag + " BAD " + bad + "\r\n");
   }
   if (status == SaslServer::Status::Cancelled)
     co_return co_await reply(tag + " BAD Authentication cancelled.\r\n");
@@ -238,30 +210,6 @@ asio::awaitable<Next> ImapSession::authenticate(imap::Command& cmd) {
                                    "supported.\r\n");
   }
   co_return co_await login_command(tag, std::move(creds.authcid), std::move(creds.password));
-}
-
-asio::awaitable<bool> ImapSession::read_sasl_answer(std::string* answer, const char** bad) {
-  parser_->expect_line();
-  for (;;) {
-    std::size_t consumed = 0;
-    imap::Event ev = parser_->feed(inbuf_, &consumed);
-    inbuf_.erase(0, consumed);
-    if (ev == imap::Event::Line) {
-      *answer = parser_->line();
-      co_return true;
-    }
-    if (ev == imap::Event::Error) {
-      const char* what = imap::error_name(parser_->error());
-      if (parser_->fatal()) {
-        co_await close_with(goodbye(what), what);
-        co_return false;
-      }
-      *bad = what;  // the bad line is behind us: the session can go on
-      co_return false;
-    }
-    bool more = co_await read_client();
-    if (!more) co_return false;
-  }
 }
 
 asio::awaitable<Next> ImapSession::login_command(const std::string& tag, std::string user,

@@ -42,6 +42,15 @@ class Pop3Session final : public ProxySession {
  private:
   asio::awaitable<Next> converse() override;
   std::string goodbye(const std::string& text) const override { return "-ERR " + text + "\r\n"; }
+  Parsed parse() override;
+  const char* parse_error() const override { return pop3::error_name(parser_->error()); }
+  std::string bad_line_reply(const char* what) const override {
+    return std::string("-ERR ") + what + "\r\n";
+  }
+  asio::awaitable<Next> serve_command() override { return handle(parser_->take_command()); }
+  void expect_line() override { parser_->expect_line(); }
+  std::string take_line() override { return parser_->line(); }
+  void drop_parser() override { parser_.reset(); }
   asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
                                             const std::string& server, const std::string& user,
                                             const std::string& password, std::string* reply,
@@ -53,7 +62,6 @@ class Pop3Session final : public ProxySession {
   // Reads the client's answer to an AUTH challenge into *answer. False: the session is
   // over (closed, or answered and closed), or *bad_line holds the parser's error, the
   // line having been skipped.
-  asio::awaitable<bool> read_sasl_answer(std::string* answer, const char** bad_line);
   asio::awaitable<Next> bad(const std::string& text) {
     ++bad_commands_;
     co_return co_await reply(text);
@@ -93,41 +101,20 @@ std::string Pop3Session::capabilities() const {
 asio::awaitable<Next> Pop3Session::converse() {
   bool greeted = co_await send("+OK Switchyard ready.\r\n");
   if (!greeted) co_return Next::Close;
-  for (;;) {
-    std::size_t consumed = 0;
-    pop3::Event ev = parser_->feed(inbuf_, &consumed);
-    inbuf_.erase(0, consumed);
-    Next next = Next::Continue;
-    if (ev == pop3::Event::NeedMore) {
-      bool more = co_await read_client();
-      if (!more) {
-        if (interrupted_ != Interrupt::None) co_await close_interrupted();
-        co_return Next::Close;
-      }
-      continue;
-    } else if (ev == pop3::Event::Error) {
-      const char* what = pop3::error_name(parser_->error());
-      if (parser_->fatal()) {
-        co_await close_with(goodbye(what), what);
-        co_return Next::Close;
-      }
-      next = co_await bad(std::string("-ERR ") + what + "\r\n");
-    } else if (ev == pop3::Event::Command) {
-      next = co_await handle(parser_->take_command());
-    }  // Event::Line only comes inside auth()
-    if (interrupted_ != Interrupt::None) {
-      co_await close_interrupted();
-      co_return Next::Close;
-    }
-    if (next != Next::Continue) {
-      if (next == Next::Relay) parser_.reset();
-      co_return next;
-    }
-    if (bad_commands_ >= limits_.max_bad_commands) {
-      co_await close_with(goodbye("Too many invalid commands."), "too many bad commands");
-      co_return Next::Close;
-    }
+  co_return co_await dialogue();
+}
+
+ProxySession::Parsed Pop3Session::parse() {
+  std::size_t consumed = 0;
+  const pop3::Event ev = parser_->feed(inbuf_, &consumed);
+  inbuf_.erase(0, consumed);
+  switch (ev) {
+    case pop3::Event::NeedMore: return Parsed::NeedMore;
+    case pop3::Event::Command: return Parsed::Command;
+    case pop3::Event::Line: return Parsed::Line;
+    case pop3::Event::Error: return parser_->fatal() ? Parsed::Fatal : Parsed::Error;
   }
+  return Parsed::Fatal;
 }
 
 asio::awaitable<Next> Pop3Session::handle(pop3::Command cmd) {
@@ -185,19 +172,10 @@ asio::awaitable<Next> Pop3Session::auth(pop3::Command& cmd) {
   } else {
     status = sasl.start(std::nullopt);
   }
-  while (status == SaslServer::Status::Challenge) {
-    bool asked = co_await send("+ " + std::string(sasl.challenge()) + "\r\n");
-    if (!asked) co_return Next::Close;
-    std::string answer;
-    const char* bad_line = nullptr;
-    bool answered = co_await read_sasl_answer(&answer, &bad_line);
-    if (!answered) {
-      if (!bad_line) co_return Next::Close;
-      co_return co_await bad(std::string("-ERR ") + bad_line + "\r\n");
-    }
-    status = sasl.respond(answer);
-    wipe(answer);
-  }
+  const char* bad_line = nullptr;
+  bool open = co_await sasl_exchange(sasl, &status, &bad_line);
+  if (!open) co_return Next::Close;
+  if (bad_line) co_return co_await bad(std::string("-ERR ") + bad_line + "\r\n");
   if (status == SaslServer::Status::Cancelled)
     co_return co_await reply("-ERR Authentication cancelled.\r\n");
   if (status == SaslServer::Status::Malformed)
@@ -209,30 +187,6 @@ asio::awaitable<Next> Pop3Session::auth(pop3::Command& cmd) {
     co_return co_await reply("-ERR [AUTH] Authorization identity not supported.\r\n");
   }
   co_return co_await login_command(std::move(creds.authcid), std::move(creds.password));
-}
-
-asio::awaitable<bool> Pop3Session::read_sasl_answer(std::string* answer, const char** bad_line) {
-  parser_->expect_line();
-  for (;;) {
-    std::size_t consumed = 0;
-    pop3::Event ev = parser_->feed(inbuf_, &consumed);
-    inbuf_.erase(0, consumed);
-    if (ev == pop3::Event::Line) {
-      *answer = parser_->line();
-      co_return true;
-    }
-    if (ev == pop3::Event::Error) {
-      const char* what = pop3::error_name(parser_->error());
-      if (parser_->fatal()) {
-        co_await close_with(goodbye(what), what);
-        co_return false;
-      }
-      *bad_line = what;  // the bad line is behind us: the session can go on
-      co_return false;
-    }
-    bool more = co_await read_client();
-    if (!more) co_return false;
-  }
 }
 
 asio::awaitable<Next> Pop3Session::login_command(std::string user, std::string password) {

@@ -458,6 +458,77 @@ asio::awaitable<LoginOutcome> ProxySession::reach_store(const Target& target,
   co_return outcome;
 }
 
+asio::awaitable<Next> ProxySession::dialogue() {
+  // (if/else, not a switch: g++ 12 mislays coroutine state in a switch whose cases
+  // co_await; and every awaited value is named before it is tested, for the same reason.)
+  for (;;) {
+    const Parsed step = parse();
+    Next next = Next::Continue;
+    if (step == Parsed::NeedMore) {
+      bool more = co_await read_client();
+      if (!more) {
+        if (interrupted_ != Interrupt::None) co_await close_interrupted();
+        co_return Next::Close;
+      }
+      continue;
+    } else if (step == Parsed::Continue) {
+      next = co_await reply("+ Ready for literal data\r\n");
+    } else if (step == Parsed::Fatal) {
+      const char* what = parse_error();
+      co_await close_with(goodbye(what), what);
+      co_return Next::Close;
+    } else if (step == Parsed::Error) {
+      ++bad_commands_;
+      next = co_await reply(bad_line_reply(parse_error()));
+    } else if (step == Parsed::Command) {
+      next = co_await serve_command();
+    }  // Parsed::Line only comes inside sasl_exchange()
+    if (interrupted_ != Interrupt::None) {
+      co_await close_interrupted();
+      co_return Next::Close;
+    }
+    if (next != Next::Continue) {
+      if (next == Next::Relay) drop_parser();
+      co_return next;
+    }
+    if (bad_commands_ >= limits_.max_bad_commands) {
+      co_await close_with(goodbye("Too many invalid commands."), "too many bad commands");
+      co_return Next::Close;
+    }
+  }
+}
+
+asio::awaitable<bool> ProxySession::sasl_exchange(SaslServer& sasl, SaslServer::Status* status,
+                                                  const char** bad) {
+  while (*status == SaslServer::Status::Challenge) {
+    bool asked = co_await send("+ " + std::string(sasl.challenge()) + "\r\n");
+    if (!asked) co_return false;
+    expect_line();
+    std::string answer;
+    for (;;) {
+      const Parsed step = parse();
+      if (step == Parsed::Line) {
+        answer = take_line();
+        break;
+      }
+      if (step == Parsed::Fatal) {
+        const char* what = parse_error();
+        co_await close_with(goodbye(what), what);
+        co_return false;
+      }
+      if (step == Parsed::Error) {
+        *bad = parse_error();  // the bad line is behind us: the session can go on
+        co_return true;
+      }
+      bool more = co_await read_client();
+      if (!more) co_return false;
+    }
+    *status = sasl.respond(answer);
+    wipe(answer);
+  }
+  co_return true;
+}
+
 asio::awaitable<Next> ProxySession::after_failed_login() {
   upstream_.reset();
   upbuf_.clear();

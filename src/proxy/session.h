@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "proxy/admission.h"
 #include "master/runtime.h"
+#include "proxy/sasl.h"
 #include "net/address.h"
 #include "net/stream.h"
 #include "backend/target.h"
@@ -65,6 +66,18 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   virtual asio::awaitable<Next> converse() = 0;
   // A goodbye line in the protocol's words: "* BYE text" / "-ERR text", CRLF included.
   virtual std::string goodbye(const std::string& text) const = 0;
+
+  // The protocol's parser, in words both protocols share. parse() feeds inbuf_ to it
+  // (erasing what it consumed) and says what came out.
+  enum class Parsed { NeedMore, Command, Line, Continue, Error, Fatal };
+  virtual Parsed parse() = 0;
+  virtual const char* parse_error() const = 0;  // after Error/Fatal: what was wrong
+  // The answer to a bad line: "tag BAD what" / "-ERR what", CRLF included.
+  virtual std::string bad_line_reply(const char* what) const = 0;
+  virtual asio::awaitable<Next> serve_command() = 0;  // after Command
+  virtual void expect_line() = 0;                     // the next line is raw (a SASL answer)
+  virtual std::string take_line() = 0;                // after Line
+  virtual void drop_parser() = 0;                     // logged in: no more parsing
   // Connected to the store (upstream_, TLS done if implicit): log in as `user`. For Ok and
   // Failed, *reply is what the store said, to pass on to the client as it is.
   virtual asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
@@ -74,6 +87,14 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
                                                     std::string* reply, std::string* why) = 0;
 
   // --- shared steps ------------------------------------------------------------
+  // The pre-login dialogue after the greeting: read, parse, answer bad lines, count bad
+  // commands, honour interrupts (shutdown, login timeout), until logged in or closed.
+  asio::awaitable<Next> dialogue();
+  // Runs a SASL exchange from `status` to its end: each challenge sent as "+ ...", each
+  // answer read as a raw line. False: the session is over. *bad names a bad answer line
+  // (skipped; the session goes on), in which case *status is unchanged.
+  asio::awaitable<bool> sasl_exchange(SaslServer& sasl, SaslServer::Status* status,
+                                      const char** bad);
   // Looks `user` up, connects and logs in to the store, logs the attempt, applies the
   // failed-login penalty. The password is wiped. For Ok/Failed *reply is the store's.
   asio::awaitable<LoginOutcome> login(std::string user, std::string password, std::string* reply);
