@@ -50,32 +50,26 @@ std::string capability_code(std::string_view line) {
   return " " + up.substr(at + 12, end - at - 12) + " ";
 }
 
-class ImapSession final : public ProxySession {
+class ImapSession final : public ParsingSession<imap::CommandParser, imap::Command> {
  public:
   ImapSession(Runtime& rt, Socket client, const ListenConfig& listen,
               std::shared_ptr<TlsContext> tls)
-      : ProxySession(rt, std::move(client), listen, std::move(tls)) {
+      : ParsingSession(rt, std::move(client), listen, std::move(tls)) {
     new_parser();
   }
 
  private:
-  asio::awaitable<Next> converse() override;
+  std::string greeting() const override { return "* OK [CAPABILITY " + capabilities() + "] Switchyard ready.\r\n"; }
   std::string goodbye(const std::string& text) const override { return "* BYE " + text + "\r\n"; }
-  Parsed parse() override;
-  const char* parse_error() const override { return imap::error_name(parser_->error()); }
   std::string bad_line_reply(const char* what) const override {
     return parser_->error_tag() + " BAD " + what + "\r\n";
   }
-  asio::awaitable<Next> serve_command() override { return handle(parser_->take_command()); }
-  void expect_line() override { parser_->expect_line(); }
-  std::string take_line() override { return parser_->line(); }
-  void drop_parser() override { parser_.reset(); }
   asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
                                             const std::string& server, const std::string& user,
                                             const std::string& password, std::string* reply,
                                             std::string* why) override;
 
-  asio::awaitable<Next> handle(imap::Command cmd);
+  asio::awaitable<Next> handle(imap::Command cmd) override;
   asio::awaitable<Next> authenticate(imap::Command& cmd);
   asio::awaitable<Next> login_command(const std::string& tag, std::string user,
                                       std::string password);
@@ -87,7 +81,6 @@ class ImapSession final : public ProxySession {
         imap::Limits{limits_.max_line_length, limits_.max_literal_size, 64});
   }
 
-  std::unique_ptr<imap::CommandParser> parser_;
   std::string tag_;  // of the LOGIN/AUTHENTICATE in progress: the store sees it too
 };
 
@@ -100,26 +93,6 @@ std::string ImapSession::capabilities() const {
     caps += " LOGINDISABLED";
   }
   return caps;
-}
-
-asio::awaitable<Next> ImapSession::converse() {
-  bool greeted = co_await send("* OK [CAPABILITY " + capabilities() + "] Switchyard ready.\r\n");
-  if (!greeted) co_return Next::Close;
-  co_return co_await dialogue();
-}
-
-ProxySession::Parsed ImapSession::parse() {
-  std::size_t consumed = 0;
-  const imap::Event ev = parser_->feed(inbuf_, &consumed);
-  inbuf_.erase(0, consumed);
-  switch (ev) {
-    case imap::Event::NeedMore: return Parsed::NeedMore;
-    case imap::Event::Continue: return Parsed::Continue;
-    case imap::Event::Command: return Parsed::Command;
-    case imap::Event::Line: return Parsed::Line;
-    case imap::Event::Error: return parser_->fatal() ? Parsed::Fatal : Parsed::Error;
-  }
-  return Parsed::Fatal;
 }
 
 asio::awaitable<Next> ImapSession::handle(imap::Command cmd) {
@@ -217,7 +190,7 @@ asio::awaitable<Next> ImapSession::login_command(const std::string& tag, std::st
   tag_ = tag;
   std::string store_reply;
   LoginOutcome outcome = co_await login(std::move(user), std::move(password), &store_reply);
-  if (interrupted_ != Interrupt::None) co_return Next::Continue;  // converse() says goodbye
+  if (interrupted_ != Interrupt::None) co_return Next::Continue;  // dialogue() says goodbye
   std::string text;
   switch (outcome) {
     case LoginOutcome::Ok:

@@ -31,32 +31,26 @@ std::string mechanism_list(const char* before, const char* after = "") {
   return out;
 }
 
-class Pop3Session final : public ProxySession {
+class Pop3Session final : public ParsingSession<pop3::CommandParser, pop3::Command> {
  public:
   Pop3Session(Runtime& rt, Socket client, const ListenConfig& listen,
               std::shared_ptr<TlsContext> tls)
-      : ProxySession(rt, std::move(client), listen, std::move(tls)) {
+      : ParsingSession(rt, std::move(client), listen, std::move(tls)) {
     new_parser();
   }
 
  private:
-  asio::awaitable<Next> converse() override;
+  std::string greeting() const override { return "+OK Switchyard ready.\r\n"; }
   std::string goodbye(const std::string& text) const override { return "-ERR " + text + "\r\n"; }
-  Parsed parse() override;
-  const char* parse_error() const override { return pop3::error_name(parser_->error()); }
   std::string bad_line_reply(const char* what) const override {
     return std::string("-ERR ") + what + "\r\n";
   }
-  asio::awaitable<Next> serve_command() override { return handle(parser_->take_command()); }
-  void expect_line() override { parser_->expect_line(); }
-  std::string take_line() override { return parser_->line(); }
-  void drop_parser() override { parser_.reset(); }
   asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
                                             const std::string& server, const std::string& user,
                                             const std::string& password, std::string* reply,
                                             std::string* why) override;
 
-  asio::awaitable<Next> handle(pop3::Command cmd);
+  asio::awaitable<Next> handle(pop3::Command cmd) override;
   asio::awaitable<Next> auth(pop3::Command& cmd);
   asio::awaitable<Next> login_command(std::string user, std::string password);
   // Reads the client's answer to an AUTH challenge into *answer. False: the session is
@@ -71,7 +65,6 @@ class Pop3Session final : public ProxySession {
     parser_ = std::make_unique<pop3::CommandParser>(pop3::Limits{limits_.max_line_length, 4});
   }
 
-  std::unique_ptr<pop3::CommandParser> parser_;
   std::string pending_user_;  // from USER, waiting for PASS
 };
 
@@ -96,25 +89,6 @@ std::string Pop3Session::capabilities() const {
   if (!implementation) caps += "IMPLEMENTATION Switchyard\r\n";
   caps += ".\r\n";
   return caps;
-}
-
-asio::awaitable<Next> Pop3Session::converse() {
-  bool greeted = co_await send("+OK Switchyard ready.\r\n");
-  if (!greeted) co_return Next::Close;
-  co_return co_await dialogue();
-}
-
-ProxySession::Parsed Pop3Session::parse() {
-  std::size_t consumed = 0;
-  const pop3::Event ev = parser_->feed(inbuf_, &consumed);
-  inbuf_.erase(0, consumed);
-  switch (ev) {
-    case pop3::Event::NeedMore: return Parsed::NeedMore;
-    case pop3::Event::Command: return Parsed::Command;
-    case pop3::Event::Line: return Parsed::Line;
-    case pop3::Event::Error: return parser_->fatal() ? Parsed::Fatal : Parsed::Error;
-  }
-  return Parsed::Fatal;
 }
 
 asio::awaitable<Next> Pop3Session::handle(pop3::Command cmd) {
@@ -192,7 +166,7 @@ asio::awaitable<Next> Pop3Session::auth(pop3::Command& cmd) {
 asio::awaitable<Next> Pop3Session::login_command(std::string user, std::string password) {
   std::string store_reply;
   LoginOutcome outcome = co_await login(std::move(user), std::move(password), &store_reply);
-  if (interrupted_ != Interrupt::None) co_return Next::Continue;  // converse() says goodbye
+  if (interrupted_ != Interrupt::None) co_return Next::Continue;  // dialogue() says goodbye
   std::string text;
   if (outcome == LoginOutcome::Ok || outcome == LoginOutcome::Failed)
     text = store_reply;

@@ -458,6 +458,12 @@ asio::awaitable<LoginOutcome> ProxySession::reach_store(const Target& target,
   co_return outcome;
 }
 
+asio::awaitable<Next> ProxySession::converse() {
+  bool greeted = co_await send(greeting());
+  if (!greeted) co_return Next::Close;
+  co_return co_await dialogue();
+}
+
 asio::awaitable<Next> ProxySession::dialogue() {
   // (if/else, not a switch: g++ 12 mislays coroutine state in a switch whose cases
   // co_await; and every awaited value is named before it is tested, for the same reason.)

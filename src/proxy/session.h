@@ -61,16 +61,15 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
 
  protected:
   // --- the protocol's part -------------------------------------------------------
-  // Greets and serves the pre-login commands until logged in (return Next::Relay) or
-  // closed (Next::Close, after close_with()).
-  virtual asio::awaitable<Next> converse() = 0;
+  // The greeting, CRLF included.
+  virtual std::string greeting() const = 0;
   // A goodbye line in the protocol's words: "* BYE text" / "-ERR text", CRLF included.
   virtual std::string goodbye(const std::string& text) const = 0;
 
   // The protocol's parser, in words both protocols share. parse() feeds inbuf_ to it
   // (erasing what it consumed) and says what came out.
   enum class Parsed { NeedMore, Command, Line, Continue, Error, Fatal };
-  virtual Parsed parse() = 0;
+  virtual Parsed parse() = 0;  // usually feed(*parser_)
   virtual const char* parse_error() const = 0;  // after Error/Fatal: what was wrong
   // The answer to a bad line: "tag BAD what" / "-ERR what", CRLF included.
   virtual std::string bad_line_reply(const char* what) const = 0;
@@ -87,6 +86,23 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
                                                     std::string* reply, std::string* why) = 0;
 
   // --- shared steps ------------------------------------------------------------
+  // parse() for a parser of the usual shape (feed(), fatal(), an Event enum with
+  // NeedMore, Command, Line, Error and perhaps Continue).
+  template <class Parser>
+  Parsed feed(Parser& parser) {
+    std::size_t consumed = 0;
+    const auto ev = parser.feed(inbuf_, &consumed);
+    inbuf_.erase(0, consumed);
+    using Event = decltype(ev);
+    if (ev == Event::NeedMore) return Parsed::NeedMore;
+    if (ev == Event::Command) return Parsed::Command;
+    if (ev == Event::Line) return Parsed::Line;
+    if (ev == Event::Error) return parser.fatal() ? Parsed::Fatal : Parsed::Error;
+    return Parsed::Continue;
+  }
+  // Greets, then serves the pre-login commands until logged in (Next::Relay) or closed
+  // (Next::Close, after close_with()).
+  asio::awaitable<Next> converse();
   // The pre-login dialogue after the greeting: read, parse, answer bad lines, count bad
   // commands, honour interrupts (shutdown, login timeout), until logged in or closed.
   asio::awaitable<Next> dialogue();
@@ -169,6 +185,24 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   ClientSlot* penalty_slot_ = nullptr;  // failed logins from this address (null: exempt)
   ClientSlot* conn_slot_ = nullptr;     // counted against max_connections_per_ip
   SessionRegistry::Registration registration_;
+};
+
+// ProxySession's parser hooks over one concrete parser (imap::CommandParser,
+// pop3::CommandParser): what both front ends would otherwise write twice.
+template <class Parser, class Command>
+class ParsingSession : public ProxySession {
+ protected:
+  using ProxySession::ProxySession;
+  virtual asio::awaitable<Next> handle(Command cmd) = 0;
+
+  Parsed parse() override { return feed(*parser_); }
+  const char* parse_error() const override { return error_name(parser_->error()); }
+  asio::awaitable<Next> serve_command() override { return handle(parser_->take_command()); }
+  void expect_line() override { parser_->expect_line(); }
+  std::string take_line() override { return parser_->line(); }
+  void drop_parser() override { parser_.reset(); }
+
+  std::unique_ptr<Parser> parser_;
 };
 
 }  // namespace sy
