@@ -1,5 +1,5 @@
 // switchyardctl: talk to a running switchyard. status, who and flush ask every worker
-// over its control socket (see master/control.h); kick closes a user's sessions wherever
+// over its control socket (see worker/control.h); kick closes a user's sessions wherever
 // they are; reload and stop signal the master through its pid file.
 #include <config.h>
 

@@ -52,7 +52,7 @@ std::string capability_code(std::string_view line) {
 
 class ImapSession final : public ParsingSession<imap::CommandParser, imap::Command> {
  public:
-  ImapSession(Runtime& rt, Socket client, const ListenConfig& listen,
+  ImapSession(WorkerContext& rt, Socket client, const ListenConfig& listen,
               std::shared_ptr<TlsContext> tls)
       : ParsingSession(rt, std::move(client), listen, std::move(tls)) {
     new_parser();
@@ -357,7 +357,7 @@ asio::awaitable<LoginOutcome> ImapSession::store_login(const Target& t, const st
 
 }  // namespace
 
-void start_imap_session(Runtime& rt, Socket client, const ListenConfig& listen,
+void start_imap_session(WorkerContext& rt, Socket client, const ListenConfig& listen,
                         std::shared_ptr<TlsContext> tls) {
   std::make_shared<ImapSession>(rt, std::move(client), listen, std::move(tls))->start();
 }

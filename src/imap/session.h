@@ -7,14 +7,14 @@
 #include <memory>
 
 #include "config/config.h"
-#include "master/runtime.h"
+#include "worker/context.h"
 #include "tls/tls.h"
 
 namespace sy {
 
 // `tls` is the listener's server context: implicit TLS on "imaps", STARTTLS on "imap";
 // nullptr when no certificate is configured.
-void start_imap_session(Runtime& rt, Socket client, const ListenConfig& listen,
+void start_imap_session(WorkerContext& rt, Socket client, const ListenConfig& listen,
                         std::shared_ptr<TlsContext> tls);
 
 }  // namespace sy

@@ -23,7 +23,7 @@ constexpr std::size_t kChunk = 64 * 1024;
 
 class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public SessionHandle {
  public:
-  LmtpSession(Runtime& rt, Socket s, const ListenConfig& listen)
+  LmtpSession(WorkerContext& rt, Socket s, const ListenConfig& listen)
       : rt_(rt),
         cfg_(rt.config),
         listen_(listen),
@@ -90,7 +90,7 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
     });
   }
 
-  Runtime& rt_;
+  WorkerContext& rt_;
   const Config& cfg_;
   const ListenConfig& listen_;
   Socket sock_;
@@ -273,7 +273,7 @@ std::string lmtp_hostname(const Config& c) {
   return buf;
 }
 
-void start_lmtp_session(Runtime& rt, Socket client, const ListenConfig& listen) {
+void start_lmtp_session(WorkerContext& rt, Socket client, const ListenConfig& listen) {
   std::make_shared<LmtpSession>(rt, std::move(client), listen)->start();
 }
 

@@ -8,14 +8,14 @@
 #define SWITCHYARD_LMTP_SESSION_H
 
 #include "config/config.h"
-#include "master/runtime.h"
+#include "worker/context.h"
 
 namespace sy {
 
 // The router's side towards Postfix: the RFC 2033 dialogue. Each RCPT is routed by the
 // maps; after DATA the message goes to lmtp::deliver() (lmtp/delivery.h) with the worker's
 // store pool.
-void start_lmtp_session(Runtime& rt, Socket client, const ListenConfig& listen);
+void start_lmtp_session(WorkerContext& rt, Socket client, const ListenConfig& listen);
 
 // Our name in the greeting and in LHLO to the stores: [lmtp] hostname, or the host's.
 std::string lmtp_hostname(const Config& c);

@@ -22,8 +22,8 @@
 #include "config/config.h"
 #include "log/log.h"
 #include "map/chain.h"
-#include "master/control.h"
-#include "master/worker.h"
+#include "worker/control.h"
+#include "worker/worker.h"
 #include "net/address.h"
 
 namespace sy {

@@ -33,7 +33,7 @@ std::string mechanism_list(const char* before, const char* after = "") {
 
 class Pop3Session final : public ParsingSession<pop3::CommandParser, pop3::Command> {
  public:
-  Pop3Session(Runtime& rt, Socket client, const ListenConfig& listen,
+  Pop3Session(WorkerContext& rt, Socket client, const ListenConfig& listen,
               std::shared_ptr<TlsContext> tls)
       : ParsingSession(rt, std::move(client), listen, std::move(tls)) {
     new_parser();
@@ -251,7 +251,7 @@ asio::awaitable<LoginOutcome> Pop3Session::store_login(const Target& t, const st
 
 }  // namespace
 
-void start_pop3_session(Runtime& rt, Socket client, const ListenConfig& listen,
+void start_pop3_session(WorkerContext& rt, Socket client, const ListenConfig& listen,
                         std::shared_ptr<TlsContext> tls) {
   std::make_shared<Pop3Session>(rt, std::move(client), listen, std::move(tls))->start();
 }

@@ -8,13 +8,13 @@
 #include <memory>
 
 #include "config/config.h"
-#include "master/runtime.h"
+#include "worker/context.h"
 #include "tls/tls.h"
 
 namespace sy {
 
 // `tls`: the listener's server context (implicit TLS on "pop3s", STLS on "pop3"), or null.
-void start_pop3_session(Runtime& rt, Socket client, const ListenConfig& listen,
+void start_pop3_session(WorkerContext& rt, Socket client, const ListenConfig& listen,
                         std::shared_ptr<TlsContext> tls);
 
 }  // namespace sy

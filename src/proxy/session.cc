@@ -62,7 +62,7 @@ bool iequals_prefix(std::string_view s, std::string_view prefix) {
   return true;
 }
 
-ProxySession::ProxySession(Runtime& rt, Socket client, const ListenConfig& listen,
+ProxySession::ProxySession(WorkerContext& rt, Socket client, const ListenConfig& listen,
                            std::shared_ptr<TlsContext> tls)
     : rt_(rt),
       limits_(rt.config.limits),

@@ -4,7 +4,7 @@
 // relay once logged in. A protocol supplies its dialogue through the virtual hooks.
 //
 // A session owns both streams and keeps itself alive (shared_ptr) until its coroutine
-// ends; the worker's Runtime outlives every session.
+// ends; the worker's WorkerContext outlives every session.
 #ifndef SWITCHYARD_PROXY_SESSION_H
 #define SWITCHYARD_PROXY_SESSION_H
 
@@ -17,7 +17,7 @@
 
 #include "config/config.h"
 #include "proxy/admission.h"
-#include "master/runtime.h"
+#include "worker/context.h"
 #include "proxy/sasl.h"
 #include "net/address.h"
 #include "net/stream.h"
@@ -51,7 +51,7 @@ bool iequals_prefix(std::string_view s, std::string_view prefix);
 
 class ProxySession : public std::enable_shared_from_this<ProxySession>, public SessionHandle {
  public:
-  ProxySession(Runtime& rt, Socket client, const ListenConfig& listen,
+  ProxySession(WorkerContext& rt, Socket client, const ListenConfig& listen,
                std::shared_ptr<TlsContext> tls);
   virtual ~ProxySession();
   void start();
@@ -138,7 +138,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   bool starttls_offered() const { return tls_ && !client_.is_tls(); }
   std::string session_tag() const;  // "sy<pid>-<id>", for x-session-id and the like
 
-  Runtime& rt_;
+  WorkerContext& rt_;
   const LimitsConfig& limits_;
   const ListenConfig& listen_;
   std::shared_ptr<TlsContext> tls_;

@@ -26,7 +26,7 @@ std::string lmtp_nexthop(const Target& t) {
 class SocketmapSession : public std::enable_shared_from_this<SocketmapSession>,
                          public SessionHandle {
  public:
-  SocketmapSession(Runtime& rt, Socket s, const ListenConfig& listen)
+  SocketmapSession(WorkerContext& rt, Socket s, const ListenConfig& listen)
       : rt_(rt), listen_(listen), sock_(std::move(s)), timer_(rt.io), id_(rt.sessions.next_id()) {
     peer_ = peer_name(sock_.native_handle());
   }
@@ -53,7 +53,7 @@ class SocketmapSession : public std::enable_shared_from_this<SocketmapSession>,
     sock_.close(ignored);
   }
 
-  Runtime& rt_;
+  WorkerContext& rt_;
   const ListenConfig& listen_;
   Socket sock_;
   asio::steady_timer timer_;
@@ -150,7 +150,7 @@ std::string socketmap_reply(const Config& config, const std::string& table,
   return "OK " + lmtp_nexthop(t);
 }
 
-void start_socketmap_session(Runtime& rt, Socket client, const ListenConfig& listen) {
+void start_socketmap_session(WorkerContext& rt, Socket client, const ListenConfig& listen) {
   std::make_shared<SocketmapSession>(rt, std::move(client), listen)->start();
 }
 

@@ -13,13 +13,13 @@
 
 #include "config/config.h"
 #include "map/lookup.h"
-#include "master/runtime.h"
+#include "worker/context.h"
 
 namespace sy {
 
 struct ChainReply;
 
-void start_socketmap_session(Runtime& rt, Socket client, const ListenConfig& listen);
+void start_socketmap_session(WorkerContext& rt, Socket client, const ListenConfig& listen);
 
 // The reply payload for `table` given the chain's answer. Pure, for tests.
 std::string socketmap_reply(const Config& config, const std::string& table,

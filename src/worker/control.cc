@@ -1,5 +1,5 @@
 // Worker control socket (see control.h).
-#include "master/control.h"
+#include "worker/control.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,7 +25,7 @@ std::string join_keys(const std::vector<std::string>& keys) {
   return s;
 }
 
-std::string answer(Runtime& rt, const std::string& line) {
+std::string answer(WorkerContext& rt, const std::string& line) {
   std::string cmd = line.substr(0, line.find(' '));
   std::string arg = line.size() > cmd.size() ? line.substr(cmd.size() + 1) : std::string();
   std::string out;
@@ -74,7 +74,7 @@ std::string answer(Runtime& rt, const std::string& line) {
   return out + ".\n";
 }
 
-asio::awaitable<void> serve_one(Runtime& rt, Local::socket s) {
+asio::awaitable<void> serve_one(WorkerContext& rt, Local::socket s) {
   std::string line;
   char buf[512];
   for (;;) {
@@ -92,7 +92,7 @@ asio::awaitable<void> serve_one(Runtime& rt, Local::socket s) {
   co_await asio::async_write(s, asio::buffer(reply), asio::redirect_error(asio::use_awaitable, ec));
 }
 
-asio::awaitable<void> accept_control(Runtime& rt, Local::acceptor& acceptor) {
+asio::awaitable<void> accept_control(WorkerContext& rt, Local::acceptor& acceptor) {
   for (;;) {
     std::error_code ec;
     Local::socket s = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
@@ -132,7 +132,7 @@ ControlSocket::~ControlSocket() {
   acceptor_->close(ignored);
 }
 
-void ControlSocket::serve(Runtime& rt) {
+void ControlSocket::serve(WorkerContext& rt) {
   asio::co_spawn(rt.io, accept_control(rt, *acceptor_), asio::detached);
 }
 

@@ -6,13 +6,13 @@
 //   who            one line per session: id kind stage client=... (by kind) key="..."
 //   kick USER      close the sessions whose map key is USER's, any spelling ("kicked <n>")
 //   flush          empty the lookup cache and the kept LMTP connections ("flushed")
-#ifndef SWITCHYARD_MASTER_CONTROL_H
-#define SWITCHYARD_MASTER_CONTROL_H
+#ifndef SWITCHYARD_WORKER_CONTROL_H
+#define SWITCHYARD_WORKER_CONTROL_H
 
 #include <memory>
 #include <string>
 
-#include "master/runtime.h"
+#include "worker/context.h"
 
 namespace sy {
 
@@ -22,7 +22,7 @@ class ControlSocket {
  public:
   ControlSocket(std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor, std::string path);
   ~ControlSocket();
-  void serve(Runtime& rt);  // once the worker's context exists
+  void serve(WorkerContext& rt);  // once the worker's context exists
   const std::string& path() const { return path_; }
 
  private:

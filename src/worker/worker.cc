@@ -1,5 +1,5 @@
 // Worker process (see worker.h).
-#include "master/worker.h"
+#include "worker/worker.h"
 
 #include <grp.h>
 #include <signal.h>
@@ -14,42 +14,36 @@
 #include <cstring>
 #include <memory>
 
+#include "backend/upstream.h"
 #include "imap/session.h"
 #include "lmtp/session.h"
 #include "lmtp/store_pool.h"
-#include "pop3/session.h"
-#include "socketmap/session.h"
 #include "log/log.h"
 #include "map/chain.h"
-#include "map/lookup_service.h"
-#include "master/control.h"
 #include "net/address.h"
-#include "master/runtime.h"
-#include "backend/upstream.h"
-#include "relay/buffer_pool.h"
-#include "relay/pipe_pool.h"
+#include "pop3/session.h"
+#include "socketmap/session.h"
+#include "worker/context.h"
+#include "worker/control.h"
 
 namespace sy {
 namespace {
 
 constexpr auto kStopGrace = std::chrono::seconds(5);
-// Kept LMTP store connections: at most this many idle per store, each at most this long.
-constexpr std::size_t kLmtpPerStore = 8;
-constexpr auto kLmtpMaxIdle = std::chrono::seconds(30);
 
 using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 
 // The protocol table's last column (config/protocol.h): what serves each family.
-using StartFn = void (*)(Runtime&, Socket, const BoundListener&);
+using StartFn = void (*)(WorkerContext&, Socket, const BoundListener&);
 constexpr StartFn kStart[] = {
-    [](Runtime& rt, Socket s, const BoundListener& l) { start_imap_session(rt, std::move(s), l.config, l.tls); },
-    [](Runtime& rt, Socket s, const BoundListener& l) { start_pop3_session(rt, std::move(s), l.config, l.tls); },
-    [](Runtime& rt, Socket s, const BoundListener& l) { start_lmtp_session(rt, std::move(s), l.config); },
-    [](Runtime& rt, Socket s, const BoundListener& l) { start_socketmap_session(rt, std::move(s), l.config); },
+    [](WorkerContext& rt, Socket s, const BoundListener& l) { start_imap_session(rt, std::move(s), l.config, l.tls); },
+    [](WorkerContext& rt, Socket s, const BoundListener& l) { start_pop3_session(rt, std::move(s), l.config, l.tls); },
+    [](WorkerContext& rt, Socket s, const BoundListener& l) { start_lmtp_session(rt, std::move(s), l.config); },
+    [](WorkerContext& rt, Socket s, const BoundListener& l) { start_socketmap_session(rt, std::move(s), l.config); },
 };
 static_assert(std::size(kStart) == static_cast<std::size_t>(Family::Socketmap) + 1);
 
-asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundListener& l) {
+asio::awaitable<void> accept_loop(WorkerContext& rt, Acceptor& acceptor, const BoundListener& l) {
   const ListenConfig& listen = l.config;
   asio::steady_timer backoff(rt.io);
   for (;;) {
@@ -80,7 +74,7 @@ asio::awaitable<void> accept_loop(Runtime& rt, Acceptor& acceptor, const BoundLi
 
 // [backend.NAME] check_interval: probe each address (its IMAP port) and keep the health
 // table current, so logins skip a dead store before a client has to wait for it.
-asio::awaitable<void> check_backend(Runtime& rt, const BackendConfig& b) {
+asio::awaitable<void> check_backend(WorkerContext& rt, const BackendConfig& b) {
   asio::steady_timer pause(rt.io);
   for (;;) {
     for (const std::string& host : b.hosts) {
@@ -144,17 +138,8 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
     LOG_ERROR("%s", error.c_str());
     return 2;
   }
-  LookupService lookups(io, chain, config.lookup);
-  PipePool pipes;
-  BufferPool buffers;
-  Runtime rt(io, config, lookups, pipes, buffers, std::move(store_tls), clients);
-  rt.holds = std::move(holds);
-  lookups.set_holds(&rt.holds);
-  lmtp::StorePool lmtp_pool(
-      lmtp::StoreEnv{io, rt.health, rt.store_tls.get(), lmtp_hostname(config),
-                     config.lmtp.store_timeout},
-      kLmtpPerStore, kLmtpMaxIdle);
-  rt.lmtp_pool = &lmtp_pool;
+  WorkerContext rt(io, config, std::move(chain), std::move(store_tls), clients, std::move(holds),
+                   std::move(control));
 
   std::vector<std::unique_ptr<Acceptor>> acceptors;
   for (const auto& l : listeners) {
@@ -171,7 +156,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
 
   // Reloading is the master's job; a worker (or the single process) ignores SIGHUP.
   ::signal(SIGHUP, SIG_IGN);
-  if (control) control->serve(rt);
+  if (rt.control) rt.control->serve(rt);
   for (const auto& [name, b] : config.backends)
     if (b.check_interval.count() > 0 && b.imap.rfind("unix:", 0) != 0)
       asio::co_spawn(io, check_backend(rt, b), asio::detached);
@@ -184,7 +169,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
       std::error_code ignored;
       a->close(ignored);
     }
-    lmtp_pool.clear();  // kept store connections would outlive the last session
+    rt.lmtp_pool->clear();  // kept store connections would outlive the last session
   };
   rt.sessions.on_empty = [&] { io.stop(); };
   std::function<void(const std::error_code&, int)> on_signal =

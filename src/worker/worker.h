@@ -1,7 +1,7 @@
 // A worker process: loads the maps (before dropping privileges), drops to the configured
 // account, then serves every listener from one event loop until told to stop.
-#ifndef SWITCHYARD_MASTER_WORKER_H
-#define SWITCHYARD_MASTER_WORKER_H
+#ifndef SWITCHYARD_WORKER_WORKER_H
+#define SWITCHYARD_WORKER_WORKER_H
 
 #include <memory>
 #include <string>
