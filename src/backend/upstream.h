@@ -15,11 +15,11 @@ namespace sy {
 // skipping hosts `health` knows to be down (unless all are) and recording failures there.
 // On success *server is "address:port" and *host the name it was reached by (for TLS
 // verification); on failure *why says what happened to each host.
-asio::awaitable<bool> connect_target(Socket& sock, const Target& t, HealthTable& health,
+[[nodiscard]] asio::awaitable<bool> connect_target(Socket& sock, const Target& t, HealthTable& health,
                                      std::string* server, std::string* host, std::string* why);
 
 // A probe for the health checker: connect and read a greeting ("* OK" or "+OK").
-asio::awaitable<bool> probe_store(asio::io_context& io, const std::string& host,
+[[nodiscard]] asio::awaitable<bool> probe_store(asio::io_context& io, const std::string& host,
                                   const std::string& port, Millis timeout, std::string* why);
 
 }  // namespace sy

@@ -60,15 +60,15 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
 
  private:
   asio::awaitable<void> run();
-  asio::awaitable<bool> handle(lmtp::Command cmd);
-  asio::awaitable<bool> rcpt(const lmtp::Command& cmd);
-  asio::awaitable<bool> data();
-  asio::awaitable<bool> send(const std::string& s) {
+  [[nodiscard]] asio::awaitable<bool> handle(lmtp::Command cmd);
+  [[nodiscard]] asio::awaitable<bool> rcpt(const lmtp::Command& cmd);
+  [[nodiscard]] asio::awaitable<bool> data();
+  [[nodiscard]] asio::awaitable<bool> send(const std::string& s) {
     std::error_code ec;
     co_await asio::async_write(sock_, asio::buffer(s), asio::redirect_error(asio::use_awaitable, ec));
     co_return !ec;
   }
-  asio::awaitable<bool> read_more();
+  [[nodiscard]] asio::awaitable<bool> read_more();
   void reset_transaction() {
     mail_from_.reset();
     body_ = lmtp::Body::Unspecified;

@@ -40,17 +40,17 @@ std::string id_for_log(const std::vector<std::pair<std::string, std::string>>& i
 
 }  // namespace
 
-const char* phase_name(Phase p) {
-  static const char* names[] = {"pre-login", "lookup", "upstream-connect", "upstream-login",
-                                "relay", "done"};
-  return names[static_cast<int>(p)];
-}
+constexpr const char* kPhaseNames[] = {"pre-login",      "lookup", "upstream-connect",
+                                       "upstream-login", "relay",  "done"};
+static_assert(std::size(kPhaseNames) == static_cast<std::size_t>(Phase::Done) + 1);
 
-const char* outcome_name(LoginOutcome o) {
-  static const char* names[] = {"ok", "failed", "unknown-user", "tempfail", "hold",
-                                "unavailable"};
-  return names[static_cast<int>(o)];
-}
+constexpr const char* kOutcomeNames[] = {"ok",       "failed", "unknown-user",
+                                         "tempfail", "hold",   "unavailable"};
+static_assert(std::size(kOutcomeNames) == static_cast<std::size_t>(LoginOutcome::Unavailable) + 1);
+
+const char* phase_name(Phase p) { return kPhaseNames[static_cast<std::size_t>(p)]; }
+
+const char* outcome_name(LoginOutcome o) { return kOutcomeNames[static_cast<std::size_t>(o)]; }
 
 bool iequals_prefix(std::string_view s, std::string_view prefix) {
   if (s.size() < prefix.size()) return false;

@@ -73,13 +73,13 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   virtual const char* parse_error() const = 0;  // after Error/Fatal: what was wrong
   // The answer to a bad line: "tag BAD what" / "-ERR what", CRLF included.
   virtual std::string bad_line_reply(const char* what) const = 0;
-  virtual asio::awaitable<Next> serve_command() = 0;  // after Command
+  [[nodiscard]] virtual asio::awaitable<Next> serve_command() = 0;  // after Command
   virtual void expect_line() = 0;                     // the next line is raw (a SASL answer)
   virtual std::string take_line() = 0;                // after Line
   virtual void drop_parser() = 0;                     // logged in: no more parsing
   // Connected to the store (upstream_, TLS done if implicit): log in as `user`. For Ok and
   // Failed, *reply is what the store said, to pass on to the client as it is.
-  virtual asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
+  [[nodiscard]] virtual asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
                                                     const std::string& server,
                                                     const std::string& user,
                                                     const std::string& password,
@@ -102,36 +102,36 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   }
   // Greets, then serves the pre-login commands until logged in (Next::Relay) or closed
   // (Next::Close, after close_with()).
-  asio::awaitable<Next> converse();
+  [[nodiscard]] asio::awaitable<Next> converse();
   // The pre-login dialogue after the greeting: read, parse, answer bad lines, count bad
   // commands, honour interrupts (shutdown, login timeout), until logged in or closed.
-  asio::awaitable<Next> dialogue();
+  [[nodiscard]] asio::awaitable<Next> dialogue();
   // Runs a SASL exchange from `status` to its end: each challenge sent as "+ ...", each
   // answer read as a raw line. False: the session is over. *bad names a bad answer line
   // (skipped; the session goes on), in which case *status is unchanged.
-  asio::awaitable<bool> sasl_exchange(SaslServer& sasl, SaslServer::Status* status,
+  [[nodiscard]] asio::awaitable<bool> sasl_exchange(SaslServer& sasl, SaslServer::Status* status,
                                       const char** bad);
   // Looks `user` up, connects and logs in to the store, logs the attempt, applies the
   // failed-login penalty. The password is wiped. For Ok/Failed *reply is the store's.
-  asio::awaitable<LoginOutcome> login(std::string user, std::string password, std::string* reply);
+  [[nodiscard]] asio::awaitable<LoginOutcome> login(std::string user, std::string password, std::string* reply);
   // After a login that was not Ok: forget the store; close (with `bye`) once the client
   // used up its attempts. Returns Next::Continue or Next::Close.
-  asio::awaitable<Next> after_failed_login();
+  [[nodiscard]] asio::awaitable<Next> after_failed_login();
 
-  asio::awaitable<bool> send(const std::string& s);
+  [[nodiscard]] asio::awaitable<bool> send(const std::string& s);
   // Sends a pre-login answer: Next::Continue, or Next::Close when the client is gone.
-  asio::awaitable<Next> reply(const std::string& text);
-  asio::awaitable<bool> read_client();                  // appends to inbuf_
-  asio::awaitable<bool> read_upstream_line(std::string* line);
-  asio::awaitable<bool> send_upstream(const std::string& s, std::string* why);
+  [[nodiscard]] asio::awaitable<Next> reply(const std::string& text);
+  [[nodiscard]] asio::awaitable<bool> read_client();                  // appends to inbuf_
+  [[nodiscard]] asio::awaitable<bool> read_upstream_line(std::string* line);
+  [[nodiscard]] asio::awaitable<bool> send_upstream(const std::string& s, std::string* why);
   asio::awaitable<void> close_with(const std::string& bye, const char* reason);
   asio::awaitable<void> close_interrupted();
   // STARTTLS/STLS was answered: drop whatever the client pipelined in plaintext (the
   // command-injection class of bug) and handshake. False: the session is closed.
-  asio::awaitable<bool> accept_starttls();
+  [[nodiscard]] asio::awaitable<bool> accept_starttls();
   // TLS to the store after a STARTTLS/STLS the store accepted; refuses when the store
   // sent bytes after its OK (they would be plaintext injected into the TLS session).
-  asio::awaitable<bool> store_tls_handshake(const Target& t, const std::string& host,
+  [[nodiscard]] asio::awaitable<bool> store_tls_handshake(const Target& t, const std::string& host,
                                             const std::string& server, std::string* why);
 
   bool plaintext_ok() const { return plaintext_listener_ok_ || client_.is_tls(); }
@@ -171,7 +171,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   const char* admit();  // nullptr, or why this client is turned away
   asio::awaitable<void> account_login(LoginOutcome outcome);
   // Connect (fail-over, implicit TLS) and hand over to store_login().
-  asio::awaitable<LoginOutcome> reach_store(const Target& target, const std::string& store_user,
+  [[nodiscard]] asio::awaitable<LoginOutcome> reach_store(const Target& target, const std::string& store_user,
                                             const std::string& password, std::string* reply,
                                             std::string* server, std::string* why);
   const char* failure_reason(const std::string& why) const;  // for a failed handshake
@@ -193,11 +193,11 @@ template <class Parser, class Command>
 class ParsingSession : public ProxySession {
  protected:
   using ProxySession::ProxySession;
-  virtual asio::awaitable<Next> handle(Command cmd) = 0;
+  [[nodiscard]] virtual asio::awaitable<Next> handle(Command cmd) = 0;
 
   Parsed parse() override { return feed(*parser_); }
   const char* parse_error() const override { return error_name(parser_->error()); }
-  asio::awaitable<Next> serve_command() override { return handle(parser_->take_command()); }
+  [[nodiscard]] asio::awaitable<Next> serve_command() override { return handle(parser_->take_command()); }
   void expect_line() override { parser_->expect_line(); }
   std::string take_line() override { return parser_->line(); }
   void drop_parser() override { parser_.reset(); }
