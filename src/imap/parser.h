@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "net/command_parser.h"
+
 namespace sy::imap {
 
 struct Limits {
@@ -56,33 +58,28 @@ enum class Error {
 
 const char* error_name(Error e);  // "line too long", ... for protocol messages and logs
 
-class CommandParser {
+class CommandParser : public CommandParserBase<CommandParser, Command, Error, Event> {
  public:
   explicit CommandParser(Limits limits = {});
 
-  // Parses from the start of `in`. *consumed is set to the number of bytes used; the
-  // caller drops them and calls again with the rest (plus new bytes) until NeedMore.
-  // NeedMore always consumes everything given (the parser keeps partial state itself).
-  Event feed(std::string_view in, std::size_t* consumed);
+  // feed(), take_command(), line(), error(), fatal() and expect_line() are the base's
+  // (net/command_parser.h).
 
-  Command take_command();
-  const std::string& line() const { return line_; }
-  Error error() const { return error_; }
   // Tag of the command the error belongs to, or "*" when none was read yet.
   const std::string& error_tag() const { return error_tag_; }
-  // After Error: true when the input cannot be resynchronised; the session must close.
-  bool fatal() const { return fatal_; }
-
-  // The next event will be Line: one raw CRLF-terminated line (AUTHENTICATE response),
-  // limited by max_line_length.
-  void expect_line();
 
  private:
+  friend class CommandParserBase<CommandParser, Command, Error, Event>;
+  bool dead() const { return state_ == State::Dead; }
+  void die() {
+    error_tag_.assign(1, '*');
+    state_ = State::Dead;
+  }
+  void enter_line_mode() { state_ = State::LineData; }
+  std::size_t max_line_length() const { return limits_.max_line_length; }
+
   Limits limits_;
-  Error error_ = Error::None;
   std::string error_tag_;
-  bool fatal_ = false;
-  std::string line_;
   // The resumable state (the parser's own choice) follows.
   enum class State : unsigned char {
     Tag, Name, ArgStart, ListStart, Atom, AfterArg, Quoted, QuotedEscape,
@@ -98,7 +95,6 @@ class CommandParser {
   Event fail(Error e, char c, SkipLit header = SkipLit::None);
   Event fail_fatal(Error e);
   Event overflow(char c);
-  bool count_byte(char c);
   bool start_arg(Arg::Kind kind);
   void add_digit(char c);
   void reset_command();
@@ -107,13 +103,10 @@ class CommandParser {
   SkipLit skip_lit_ = SkipLit::None;
   bool skip_literals_ = true;  // false while skipping a bad raw line (expect_line)
   bool tag_done_ = false;      // cmd_.tag is complete and valid
-  bool ready_ = false;         // cmd_ holds a finished command not yet taken
   bool lit_sync_ = true;       // literal being announced is {n}, not {n+}
   bool lit_big_ = false;       // literal being announced exceeds max_literal_size
   std::size_t lit_len_ = 0;    // announced literal size, then bytes still to read
-  std::size_t line_len_ = 0;   // non-literal bytes of the current line so far
   std::size_t depth_ = 0;      // open parentheses
-  Command cmd_;
 };
 
 }  // namespace sy::imap

@@ -1,9 +1,9 @@
-// IMAP front end (see session.h): the pre-login dialogue over the pure CommandParser,
+// IMAP front end (see proxy/front_ends.h): the pre-login dialogue over the pure CommandParser,
 // and the IMAP side of logging in to a store. Everything protocol-neutral (deadlines,
 // PROXY, admission, lookup, penalty, relay) is ProxySession's.
 #include <config.h>
 
-#include "imap/session.h"
+#include "proxy/front_ends.h"
 
 #include <memory>
 #include <optional>

@@ -159,19 +159,20 @@ asio::awaitable<TransactionOutcome> StoreConnection::transact(
     const Envelope& envelope, const std::vector<std::string>& recipients, const Spool& spool) {
   TransactionOutcome out;
   out.recipients.resize(recipients.size());
-  // Until the final dot is sent, nothing can have been stored: a failure is retryable.
-  auto fail_all = [&out](Verdict v) {
+  // The connection is given up: every recipient without the store's answer gets `v`
+  // (Retryable until the final dot is sent, since nothing can have been stored before).
+  auto give_up = [this, &out](std::string reason, Verdict v) {
+    out.reason = std::move(reason);
+    close();
     for (auto& r : out.recipients)
       if (r.reply.empty()) r.verdict = v;
+    return out;
   };
   reusable_ = false;  // until the transaction completes
   if (!buf_.empty()) {
     // The store spoke out of turn while the connection was idle (a 421 before closing):
     // it is not in step with us.
-    out.reason = "store sent an unexpected reply while idle";
-    close();
-    fail_all(Verdict::Retryable);
-    co_return out;
+    co_return give_up("store sent an unexpected reply while idle", Verdict::Retryable);
   }
 
   // MAIL, every RCPT and DATA in one write (RFC 2033 requires PIPELINING of LMTP
@@ -186,27 +187,19 @@ asio::awaitable<TransactionOutcome> StoreConnection::transact(
   wire += "DATA\r\n";
   bool sent = co_await send(wire);
   if (!sent) {
-    out.reason = lost("sending MAIL/RCPT/DATA");
-    close();
-    fail_all(Verdict::Retryable);
-    co_return out;
+    co_return give_up(lost("sending MAIL/RCPT/DATA"), Verdict::Retryable);
   }
   Reply mail = co_await reply();
   if (mail.code == 0 || mail.code == 421) {
     // 421: the store is closing the connection (an idle kept one, typically).
-    out.reason = mail.code == 0 ? lost("after MAIL") : "store closing: " + mail.line;
-    close();
-    fail_all(Verdict::Retryable);
-    co_return out;
+    std::string why = mail.code == 0 ? lost("after MAIL") : "store closing: " + mail.line;
+    co_return give_up(std::move(why), Verdict::Retryable);
   }
   std::vector<std::size_t> accepted;
   for (std::size_t i = 0; i < recipients.size(); ++i) {
     Reply rcpt = co_await reply();
     if (rcpt.code == 0) {
-      out.reason = lost("after RCPT");
-      close();
-      fail_all(Verdict::Retryable);
-      co_return out;
+      co_return give_up(lost("after RCPT"), Verdict::Retryable);
     }
     RecipientOutcome& r = out.recipients[i];
     if (mail.code / 100 != 2) {
@@ -219,10 +212,7 @@ asio::awaitable<TransactionOutcome> StoreConnection::transact(
   }
   Reply go = co_await reply();
   if (go.code == 0) {
-    out.reason = lost("after DATA");
-    close();
-    fail_all(Verdict::Retryable);
-    co_return out;
+    co_return give_up(lost("after DATA"), Verdict::Retryable);
   }
   if (go.code != 354) {
     // No message to send: every recipient still open gets the store's answer to DATA,
@@ -256,10 +246,7 @@ asio::awaitable<TransactionOutcome> StoreConnection::transact(
     if (n < 0) {
       // Our own spool failed: the store must not keep a partial message, so the
       // connection is dropped before the final dot.
-      out.reason = "spool read error";
-      close();
-      fail_all(Verdict::Retryable);
-      co_return out;
+      co_return give_up("spool read error", Verdict::Retryable);
     }
     if (n == 0) break;
     offset += static_cast<std::uint64_t>(n);
@@ -267,10 +254,7 @@ asio::awaitable<TransactionOutcome> StoreConnection::transact(
     encoder.encode(std::string_view(chunk.data(), static_cast<std::size_t>(n)), &wire);
     bool ok = co_await send(wire);
     if (!ok) {
-      out.reason = lost("during DATA");
-      close();
-      fail_all(Verdict::Retryable);
-      co_return out;
+      co_return give_up(lost("during DATA"), Verdict::Retryable);
     }
   }
   wire.clear();
@@ -279,19 +263,13 @@ asio::awaitable<TransactionOutcome> StoreConnection::transact(
   if (!ended) {
     // The dot may or may not have reached the store: from here a lost reply means
     // "unknown", which the sender must retry (a duplicate at worst, never a loss).
-    out.reason = lost("sending the end of DATA");
-    close();
-    fail_all(Verdict::Unavailable);
-    co_return out;
+    co_return give_up(lost("sending the end of DATA"), Verdict::Unavailable);
   }
   // One answer per accepted recipient, in order: only now may 250 be passed on.
   for (std::size_t i : accepted) {
     Reply final_reply = co_await reply();
     if (final_reply.code == 0) {
-      out.reason = lost("before the final replies");
-      close();
-      fail_all(Verdict::Unavailable);
-      co_return out;
+      co_return give_up(lost("before the final replies"), Verdict::Unavailable);
     }
     out.recipients[i] = {final_reply.code / 100 == 2 ? Verdict::Delivered : Verdict::Refused,
                          final_reply.line};

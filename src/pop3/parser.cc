@@ -57,65 +57,22 @@ char to_upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a
 
 }  // namespace
 
-const char* error_name(Error e) {
-  switch (e) {
-    case Error::None: return "no error";
-    case Error::LineTooLong: return "line too long";
-    case Error::EmptyLine: return "empty line";
-    case Error::BadSyntax: return "syntax error";
-    case Error::TooManyArguments: return "too many arguments";
-  }
-  return "unknown error";
-}
+// Indexed by Error (None, LineTooLong, EmptyLine, BadSyntax, TooManyArguments).
+constexpr std::string_view kErrorNames[] = {"no error", "line too long", "empty line",
+                                            "syntax error", "too many arguments"};
+static_assert(std::size(kErrorNames) == static_cast<std::size_t>(Error::TooManyArguments) + 1);
+
+const char* error_name(Error e) { return kErrorNames[static_cast<std::size_t>(e)].data(); }
 
 CommandParser::CommandParser(Limits limits) : limits_(limits) {}
-
-Command CommandParser::take_command() {
-  Command out = std::move(cmd_);
-  cmd_ = Command{};
-  ready_ = false;
-  return out;
-}
-
-void CommandParser::expect_line() {
-  if (state_ == State::Dead) return;
-  if (!ready_) cmd_ = Command{};  // drop a partial command; keep an untaken finished one
-  reset_command();
-  line_.clear();
-  state_ = State::LineData;
-}
 
 void CommandParser::reset_command() {
   state_ = State::Name;
   line_len_ = 0;
 }
 
-Event CommandParser::feed(std::string_view in, std::size_t* consumed) {
-  try {
-    return feed_bytes(in, consumed);
-  } catch (...) {
-    // Only allocation can throw; the line cannot be held, treat it as an overlong line.
-    *consumed = in.size();
-    cmd_ = Command{};
-    ready_ = false;
-    line_.clear();
-    error_ = Error::LineTooLong;
-    fatal_ = true;
-    state_ = State::Dead;
-    return Event::Error;
-  }
-}
-
 Event CommandParser::feed_bytes(std::string_view in, std::size_t* consumed) {
-  *consumed = 0;
-  if (state_ == State::Dead) {
-    *consumed = in.size();
-    return Event::Error;
-  }
-  if (ready_) {  // the previous command was not taken: it is dropped now
-    cmd_ = Command{};
-    ready_ = false;
-  }
+  if (!begin_feed(in, consumed)) return Event::Error;
   for (std::size_t i = 0; i < in.size();) {
     const char c = in[i++];
     const Event ev = count_byte(c) ? step(c) : overflow(c);
@@ -126,16 +83,6 @@ Event CommandParser::feed_bytes(std::string_view in, std::size_t* consumed) {
   }
   *consumed = in.size();
   return Event::NeedMore;
-}
-
-bool CommandParser::count_byte(char c) {
-  ++line_len_;
-  // The final CRLF does not count; a CR may be the line's last-but-one byte, LF its last.
-  std::size_t allowed = limits_.max_line_length;
-  if (c == '\r') allowed += 1;
-  else if (c == '\n') allowed += 2;
-  if (allowed < limits_.max_line_length) return true;  // overflow: limit is effectively none
-  return line_len_ <= allowed;
 }
 
 Event CommandParser::fail(Error e, char c) {

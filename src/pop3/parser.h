@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "net/command_parser.h"
+
 namespace sy::pop3 {
 
 struct Limits {
@@ -49,26 +51,20 @@ enum class Error {
 
 const char* error_name(Error e);  // "line too long", ... for protocol messages and logs
 
-class CommandParser {
+class CommandParser : public CommandParserBase<CommandParser, Command, Error, Event> {
  public:
   explicit CommandParser(Limits limits = {});
 
-  // Parses from the start of `in`. *consumed is set to the number of bytes used; the
-  // caller drops them and calls again with the rest (plus new bytes) until NeedMore.
-  // NeedMore always consumes everything given (the parser keeps partial state itself).
-  Event feed(std::string_view in, std::size_t* consumed);
-
-  Command take_command();
-  const std::string& line() const { return line_; }
-  Error error() const { return error_; }
-  // After Error: true when the input cannot be resynchronised; the session must close.
-  bool fatal() const { return fatal_; }
-
-  // The next event will be Line: one raw CRLF-terminated line (the AUTH response, base64
-  // or "*"), limited by max_line_length.
-  void expect_line();
+  // feed(), take_command(), line(), error(), fatal() and expect_line() are the base's
+  // (net/command_parser.h).
 
  private:
+  friend class CommandParserBase<CommandParser, Command, Error, Event>;
+  bool dead() const { return state_ == State::Dead; }
+  void die() { state_ = State::Dead; }
+  void enter_line_mode() { state_ = State::LineData; }
+  std::size_t max_line_length() const { return limits_.max_line_length; }
+
   enum class State : unsigned char {
     Name, ArgStart, Arg, PassRest, EndCR, Skip, LineData, LineCR, Dead,
   };
@@ -79,17 +75,10 @@ class CommandParser {
   Event fail(Error e, char c);
   Event fail_fatal(Error e);
   Event overflow(char c);
-  bool count_byte(char c);
   void reset_command();
 
   Limits limits_;
-  Error error_ = Error::None;
-  bool fatal_ = false;
-  std::string line_;
   State state_ = State::Name;
-  bool ready_ = false;        // cmd_ holds a finished command not yet taken
-  std::size_t line_len_ = 0;  // bytes of the current line so far
-  Command cmd_;
 };
 
 }  // namespace sy::pop3

@@ -1,7 +1,7 @@
-// POP3 front end (see session.h). Protocol-neutral steps are ProxySession's.
+// POP3 front end (see proxy/front_ends.h). Protocol-neutral steps are ProxySession's.
 #include <config.h>
 
-#include "pop3/session.h"
+#include "proxy/front_ends.h"
 
 #include <optional>
 #include <string_view>

@@ -15,13 +15,12 @@
 #include <memory>
 
 #include "backend/upstream.h"
-#include "imap/session.h"
+#include "proxy/front_ends.h"
 #include "lmtp/session.h"
 #include "lmtp/store_pool.h"
 #include "log/log.h"
 #include "map/chain.h"
 #include "net/address.h"
-#include "pop3/session.h"
 #include "socketmap/session.h"
 #include "worker/context.h"
 #include "worker/control.h"
