@@ -327,7 +327,9 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"negative_ttl", r.duration(&l.negative_ttl)},
                    {"stale_ttl", r.duration(&l.stale_ttl)},
                    {"cache_size", r.integer(&l.cache_size, 0, 10000000)},
-                   {"timeout", r.duration(&l.timeout)}});
+                   {"timeout", r.duration(&l.timeout)},
+                   {"queue_limit", r.integer(&l.queue_limit, 1, 1000000)},
+                   {"per_client_limit", r.integer(&l.per_client_limit, 1, 1000000)}});
   };
   auto limits = [&](const toml::table& t) {
     LimitsConfig& l = c.limits;

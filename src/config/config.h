@@ -78,6 +78,8 @@ struct LookupConfig {
   Millis stale_ttl{0};
   std::size_t cache_size = 10000;  // entries per worker; 0 turns the cache off
   Millis timeout{10'000};    // a lookup not answered by then is TempFail
+  std::size_t queue_limit = 128;   // lookups waiting for the maps per worker; more: TempFail
+  std::size_t per_client_limit = 8;  // of those, from one client address
 };
 
 struct LimitsConfig {

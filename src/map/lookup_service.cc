@@ -1,16 +1,29 @@
 // Lookup thread (see lookup_service.h).
 #include "map/lookup_service.h"
 
+#include <atomic>
+#include <vector>
+
 #include "worker/holds.h"
 
 namespace sy {
+
+// A question on its way to the maps. `waiting` and `waiters` are the loop's; `abandoned`
+// is how the loop tells the lookup thread that nobody wants the answer any more.
+struct LookupService::Flight {
+  std::string key;     // cache key
+  std::string client;  // whose per-client count it holds ("" for none)
+  std::vector<std::function<void(ChainReply)>> waiters;
+  std::size_t waiting = 0;
+  std::atomic<bool> abandoned{false};
+};
+
 namespace {
 
-// Completion state shared by the timer and the lookup thread; whichever comes first
-// completes the waiting coroutine. Touched only on the event loop's thread.
+// One caller's wait: the answer or its deadline, whichever comes first. Loop only.
 template <typename Handler>
-struct Pending {
-  Pending(asio::io_context& io, Handler h) : handler(std::move(h)), timer(io) {}
+struct Waiter {
+  Waiter(asio::io_context& io, Handler h) : handler(std::move(h)), timer(io) {}
   Handler handler;
   asio::steady_timer timer;
   bool done = false;
@@ -22,6 +35,13 @@ struct Pending {
     h(std::move(r));
   }
 };
+
+ChainReply temp_fail(const char* why) {
+  ChainReply r;
+  r.reply.status = LookupStatus::TempFail;
+  r.reply.detail = why;
+  return r;
+}
 
 }  // namespace
 
@@ -44,6 +64,8 @@ LookupService::LookupService(asio::io_context& io, std::shared_ptr<const MapChai
       chain_(std::move(chain)),
       timeout_(config.timeout),
       cache_(cache_settings(config)),
+      queue_limit_(config.queue_limit),
+      per_client_limit_(config.per_client_limit),
       thread_([this] { run(); }) {}
 
 LookupService::~LookupService() {
@@ -92,7 +114,7 @@ asio::awaitable<ChainReply> LookupService::lookup(LookupRequest request) {
     hit->took = std::chrono::microseconds(0);
     co_return *hit;
   }
-  ChainReply answer = co_await ask_maps(std::move(request));
+  ChainReply answer = co_await ask_maps(std::move(request), key);
   if (answer.reply.status != LookupStatus::TempFail) {
     cache_.store(key, answer, LookupCache::Clock::now());
     co_return answer;
@@ -105,28 +127,60 @@ asio::awaitable<ChainReply> LookupService::lookup(LookupRequest request) {
   co_return *old;
 }
 
-asio::awaitable<ChainReply> LookupService::ask_maps(LookupRequest request) {
-  auto initiate = [this](auto handler, LookupRequest k) {
+asio::awaitable<ChainReply> LookupService::ask_maps(LookupRequest request,
+                                                    std::string cache_key) {
+  auto initiate = [this](auto handler, LookupRequest k, std::string key) {
     using H = decltype(handler);
-    auto p = std::make_shared<Pending<H>>(io_, std::move(handler));
-    p->timer.expires_after(timeout_);
-    p->timer.async_wait([p](const std::error_code& ec) {
-      if (ec) return;
-      ChainReply r;
-      r.reply.status = LookupStatus::TempFail;
-      r.reply.detail = "lookup timed out";
-      p->complete(std::move(r));
-    });
-    // The job hands its reference to the loop, so Pending is destroyed on the loop.
-    submit([this, p, k = std::move(k)]() mutable {
-      ChainReply r = chain_->lookup(k);
-      asio::post(io_, [p = std::move(p), r = std::move(r)]() mutable {
-        p->complete(std::move(r));
+    auto w = std::make_shared<Waiter<H>>(io_, std::move(handler));
+    std::shared_ptr<Flight> flight;
+    if (auto it = flights_.find(key); it != flights_.end()) {
+      flight = it->second;  // already asked: share the answer
+    } else if (flights_in_queue_ >= queue_limit_) {
+      return w->complete(temp_fail("lookup queue full"));
+    } else if (!k.client_address.empty() && per_client_[k.client_address] >= per_client_limit_) {
+      return w->complete(temp_fail("too many lookups from this address"));
+    } else {
+      flight = std::make_shared<Flight>();
+      flight->key = key;
+      flight->client = k.client_address;
+      flights_.emplace(key, flight);
+      ++flights_in_queue_;
+      if (!flight->client.empty()) ++per_client_[flight->client];
+      // The job hands its reference back to the loop, so the flight ends on the loop.
+      submit([this, flight, k = std::move(k)]() {
+        ChainReply r = flight->abandoned ? temp_fail("nobody waits for this lookup")
+                                         : chain_->lookup(k);
+        asio::post(io_, [this, flight, r = std::move(r)]() mutable { finish(flight, std::move(r)); });
       });
+    }
+    ++flight->waiting;
+    flight->waiters.push_back([w](ChainReply r) { w->complete(std::move(r)); });
+    w->timer.expires_after(timeout_);
+    w->timer.async_wait([this, w, flight](const std::error_code& ec) {
+      if (ec || w->done) return;
+      w->complete(temp_fail("lookup timed out"));
+      if (--flight->waiting == 0) {
+        // Everybody gave up: the maps need not be asked, and a new caller starts afresh.
+        flight->abandoned = true;
+        auto it = flights_.find(flight->key);
+        if (it != flights_.end() && it->second == flight) flights_.erase(it);
+      }
     });
   };
   co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(ChainReply)>(
-      initiate, asio::use_awaitable, std::move(request));
+      initiate, asio::use_awaitable, std::move(request), std::move(cache_key));
+}
+
+void LookupService::finish(const std::shared_ptr<Flight>& flight, ChainReply answer) {
+  auto it = flights_.find(flight->key);
+  if (it != flights_.end() && it->second == flight) flights_.erase(it);
+  --flights_in_queue_;
+  if (!flight->client.empty()) {
+    auto c = per_client_.find(flight->client);
+    if (c != per_client_.end() && --c->second == 0) per_client_.erase(c);
+  }
+  auto waiters = std::move(flight->waiters);
+  for (auto& w : waiters) w(answer);  // each completes at most once (Waiter::done)
 }
 
 }  // namespace sy

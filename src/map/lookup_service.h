@@ -3,6 +3,12 @@
 // loop as a completion. A lookup not answered within the deadline completes as TempFail;
 // its late answer is dropped. Answers are cached on the loop (see cache.h): a fresh hit
 // never leaves the loop, and a stale one stands in when the maps fail.
+//
+// The queue is bounded ([lookup] queue_limit, and per_client_limit for one client
+// address): past either, a lookup is TempFail at once instead of waiting behind work an
+// attacker queued. The same key already on its way to the maps is asked once and the
+// answer shared; a question everybody stopped waiting for (their deadlines passed) is
+// dropped before it reaches the maps.
 #ifndef SWITCHYARD_MAP_LOOKUP_SERVICE_H
 #define SWITCHYARD_MAP_LOOKUP_SERVICE_H
 
@@ -12,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "net/socket.h"  // Asio, included the one way
 #include <thread>
@@ -32,6 +39,7 @@ class LookupService {
   ~LookupService();  // stops the thread (after the current lookup returns)
 
   asio::awaitable<ChainReply> lookup(LookupRequest request);
+  std::size_t queued() const { return flights_in_queue_; }  // questions not yet answered
   void flush_cache() { cache_.clear(); }
   // Forgets what the cache holds for one user (every protocol).
   void forget(const std::string& key) { cache_.forget(key + '\n'); }
@@ -41,7 +49,9 @@ class LookupService {
   std::size_t cache_size() const { return cache_.size(); }
 
  private:
-  asio::awaitable<ChainReply> ask_maps(LookupRequest request);
+  struct Flight;  // one question on its way to the maps, and who waits for its answer
+  asio::awaitable<ChainReply> ask_maps(LookupRequest request, std::string cache_key);
+  void finish(const std::shared_ptr<Flight>& flight, ChainReply answer);
   void submit(std::function<void()> job);
   void run();
 
@@ -50,6 +60,12 @@ class LookupService {
   Millis timeout_;
   LookupCache cache_;
   const HoldSet* holds_ = nullptr;
+  std::size_t queue_limit_;
+  std::size_t per_client_limit_;
+  // Loop only: questions in flight by cache key, their count, and their count by client.
+  std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
+  std::size_t flights_in_queue_ = 0;
+  std::unordered_map<std::string, std::size_t> per_client_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
