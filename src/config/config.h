@@ -91,6 +91,7 @@ struct LimitsConfig {
   // 1024-octet values, about 32 KB, twice that if every byte is escaped).
   std::size_t max_line_length = 65536;
   std::size_t max_literal_size = 8192;
+  std::size_t max_literal_total = 65536;  // all the literals of one IMAP command
   // Failed logins per client address: a doubling delay, then a temporary block.
   Millis drain_timeout{3600000};  // after a reload, old workers' sessions may last this long
   Millis auth_failure_delay{1000};

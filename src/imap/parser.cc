@@ -116,6 +116,7 @@ void CommandParser::reset_command() {
   lit_sync_ = true;
   lit_big_ = false;
   lit_len_ = 0;
+  lit_total_ = 0;
   line_len_ = 0;
   depth_ = 0;
 }
@@ -397,6 +398,10 @@ Event CommandParser::step(char c) {
 
     case State::LitCR:
       if (c != '\n') return fail(Error::BadSyntax, c);
+      // One command's literals together stay within max_literal_total too, so a command
+      // before login holds at most a line and that much.
+      if (!lit_big_ && lit_len_ > limits_.max_literal_total - std::min(lit_total_, limits_.max_literal_total))
+        lit_big_ = true;
       if (lit_big_) {
         if (!lit_sync_) return fail_fatal(Error::LiteralTooLarge);
         // The client waits for "+" and sends nothing more of this command.
@@ -407,6 +412,7 @@ Event CommandParser::step(char c) {
         reset_command();
         return Event::Error;
       }
+      lit_total_ += lit_len_;
       cmd_.args.back().value.reserve(lit_len_);
       state_ = lit_len_ > 0 ? State::LitData : State::AfterArg;
       return lit_sync_ ? Event::Continue : Event::NeedMore;

@@ -20,6 +20,7 @@ struct Limits {
   std::size_t max_line_length = 8192;   // bytes of one line, literal contents excluded
   std::size_t max_literal_size = 8192;  // bytes of one literal
   std::size_t max_arguments = 64;       // arguments (list markers included) per command
+  std::size_t max_literal_total = 65536;  // bytes of all the literals of one command
 };
 
 struct Arg {
@@ -106,6 +107,7 @@ class CommandParser : public CommandParserBase<CommandParser, Command, Error, Ev
   bool lit_sync_ = true;       // literal being announced is {n}, not {n+}
   bool lit_big_ = false;       // literal being announced exceeds max_literal_size
   std::size_t lit_len_ = 0;    // announced literal size, then bytes still to read
+  std::size_t lit_total_ = 0;  // literal bytes taken into the current command
   std::size_t depth_ = 0;      // open parentheses
 };
 

@@ -78,7 +78,8 @@ class ImapSession final : public ParsingSession<imap::CommandParser, imap::Comma
   std::string forwarding_id(const std::string& tag) const;
   void new_parser() {
     parser_ = std::make_unique<imap::CommandParser>(
-        imap::Limits{limits_.max_line_length, limits_.max_literal_size, 64});
+        imap::Limits{limits_.max_line_length, limits_.max_literal_size, 64,
+                     limits_.max_literal_total});
   }
 
   std::string tag_;  // of the LOGIN/AUTHENTICATE in progress: the store sees it too

@@ -644,5 +644,22 @@ TEST(ImapParser, ErrorNames) {
   EXPECT_STREQ(error_name(Error::BadSyntax), "syntax error");
 }
 
+TEST(ImapParser, LiteralsOfOneCommandShareABudget) {
+  Limits lim;
+  lim.max_literal_size = 10;
+  lim.max_literal_total = 15;
+  // 10 + 5 fit; a third literal does not (non-synchronising: fatal, as for one too large).
+  ExpectEvents("a1 ID ({10+}\r\n0123456789 {5+}\r\n01234)\r\n",
+               {Cmd("a1", "ID", {Open(), L("0123456789"), L("01234"), Close()})}, lim);
+  ExpectEvents("a1 ID ({10+}\r\n0123456789 {6}\r\na2 NOOP\r\n",
+               {Err(Error::LiteralTooLarge, "a1"), Cmd("a2", "NOOP")}, lim);
+  ExpectEvents("a1 ID ({10+}\r\n0123456789 {6+}\r\n012345)\r\n",
+               {Fatal(Error::LiteralTooLarge, "a1")}, lim);
+  // The budget is per command: the next one starts afresh.
+  ExpectEvents("a1 LOGIN {10+}\r\n0123456789 {5+}\r\n01234\r\na2 LOGIN {10+}\r\n0123456789 x\r\n",
+               {Cmd("a1", "LOGIN", {L("0123456789"), L("01234")}),
+                Cmd("a2", "LOGIN", {L("0123456789"), A("x")})}, lim);
+}
+
 }  // namespace
 }  // namespace sy::imap
