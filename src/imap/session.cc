@@ -170,8 +170,10 @@ asio::awaitable<Next> ImapSession::authenticate(imap::Command& cmd) {
     ++bad_commands_;
     co_return co_await reply(tag + " BAD " + bad + "\r\n");
   }
-  if (status == SaslServer::Status::Cancelled)
+  if (status == SaslServer::Status::Cancelled) {
+    ++bad_commands_;  // counted: AUTHENTICATE and "*" must not go round for ever
     co_return co_await reply(tag + " BAD Authentication cancelled.\r\n");
+  }
   if (status == SaslServer::Status::Malformed) {
     ++bad_commands_;
     co_return co_await reply(tag + " BAD Invalid SASL " + sasl_mechanism_name(*mechanism) +

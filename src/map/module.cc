@@ -4,9 +4,13 @@
 #include <switchyard/map.h>
 
 #include <dlfcn.h>
+#include <pwd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -27,6 +31,73 @@ const char* rc_text(int rc) {
   }
 }
 
+std::string octal_mode(mode_t m) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(m & 07777));
+  return buf;
+}
+
+std::string owner_name(uid_t uid) {
+  std::string out = "uid " + std::to_string(uid);
+  if (const passwd* pw = ::getpwuid(uid)) out = std::string(pw->pw_name) + " (" + out + ")";
+  return out;
+}
+
+// Why `st` (of `what`, the module or a directory above it) may not be trusted, or "".
+// Trusted: owned by root or by the user running Switchyard, writable by nobody else. A
+// directory others may write passes only with the sticky bit and owned by root (/tmp):
+// then nobody else can rename or remove what root or we own inside it.
+std::string untrusted(const std::string& what, const struct stat& st) {
+  const uid_t self = ::geteuid();
+  if (st.st_uid != 0 && st.st_uid != self)
+    return what + " belongs to " + owner_name(st.st_uid) + ", not to root" +
+           (self != 0 ? " or " + owner_name(self) : std::string());
+  if (S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) && st.st_uid == 0) return {};
+  if (st.st_mode & S_IWOTH)
+    return what + " is writable by others (mode " + octal_mode(st.st_mode) + ")";
+  if (st.st_mode & S_IWGRP)
+    return what + " is writable by its group (mode " + octal_mode(st.st_mode) + ")";
+  return {};
+}
+
+// Like OpenSSH's StrictModes: the module's real path, and every directory on it up to /,
+// must be trusted, or someone else could change what runs as root. On success returns
+// the real path (load that, not a name a symlink could redirect since); else "" and *why.
+std::string trusted_real_path(const std::string& path, std::string* why) {
+  char* resolved = ::realpath(path.c_str(), nullptr);
+  if (!resolved) {
+    *why = path + ": " + std::strerror(errno);
+    return {};
+  }
+  std::string real = resolved;
+  std::free(resolved);
+  struct stat st;
+  if (::stat(real.c_str(), &st) != 0) {
+    *why = path + ": " + std::strerror(errno);
+    return {};
+  }
+  if (!S_ISREG(st.st_mode)) {
+    *why = path + ": refusing a map module that is not a regular file";
+    return {};
+  }
+  const std::string shown = real == path ? std::string("the file") : real;
+  std::string reason = untrusted(shown, st);
+  for (std::string dir = real; reason.empty() && dir != "/";) {
+    auto slash = dir.rfind('/');
+    dir = slash == 0 ? std::string("/") : dir.substr(0, slash);
+    if (::stat(dir.c_str(), &st) != 0) {
+      *why = path + ": " + dir + ": " + std::strerror(errno);
+      return {};
+    }
+    reason = untrusted("directory " + dir, st);
+  }
+  if (!reason.empty()) {
+    *why = path + ": refusing a map module others could change: " + reason;
+    return {};
+  }
+  return real;
+}
+
 MapReply temp_fail(std::string why) {
   MapReply r;
   r.status = LookupStatus::TempFail;
@@ -40,16 +111,9 @@ std::unique_ptr<MapModule> MapModule::open(const std::string& path,
                                            std::optional<std::string> options,
                                            std::string name, std::string delimiter,
                                            std::string* error) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    *error = path + ": " + std::strerror(errno);
-    return nullptr;
-  }
-  if (st.st_mode & S_IWOTH) {
-    *error = path + ": refusing a map module that others may write";
-    return nullptr;
-  }
-  void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  const std::string real = trusted_real_path(path, error);
+  if (real.empty()) return nullptr;
+  void* handle = ::dlopen(real.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
     const char* e = ::dlerror();
     *error = e ? e : (path + ": dlopen failed");

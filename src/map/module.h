@@ -25,7 +25,11 @@ namespace sy {
 
 class MapModule final : public Map {
  public:
-  // Opens `path` and resolves the ABI's symbols. Refuses a file that others may write.
+  // Opens `path` and resolves the ABI's symbols. Refuses, like OpenSSH's StrictModes, a
+  // file that is not regular, or when the file or a directory above it belongs to someone
+  // other than root or the user running Switchyard, or is writable by its group or by
+  // others (a directory others may write passes when it has the sticky bit and belongs to
+  // root, as /tmp does). What is loaded is the file's real path, as checked.
   // `options` is handed to dbserver_init and dbserver_get (nullopt = NULL).
   static std::unique_ptr<MapModule> open(const std::string& path,
                                          std::optional<std::string> options,

@@ -24,7 +24,7 @@ int bind_listener(const SocketAddress& a, std::string* error);
 struct Endpoint {
   std::string ip;          // "192.0.2.1", "2001:db8::1"; "" for a Unix socket
   std::uint16_t port = 0;
-  bool loopback = false;   // 127/8, ::1, v4-mapped loopback, or a Unix socket
+  bool loopback = false;   // 127/8, ::1, v4-mapped loopback, or our own Unix socket
   std::string str() const;  // "192.0.2.1:143", "[2001:db8::1]:143", "unix"
 };
 Endpoint endpoint_of(const sockaddr* sa);

@@ -60,11 +60,9 @@ asio::awaitable<std::optional<ProxyHeader>> read_proxy_header(Socket& sock, std:
 
 Endpoint endpoint_of(const ProxyEndpoint& e) {
   if (e.addr_len == 0) return {};
-  if (e.addr.ss_family == AF_UNIX) {
-    Endpoint u;
-    u.loopback = true;
-    return u;
-  }
+  // A Unix path names a socket on the proxy's host, not where the client is: no address,
+  // and not loopback (only an IP loopback address in the header is).
+  if (e.addr.ss_family == AF_UNIX) return {};
   return endpoint_of(reinterpret_cast<const sockaddr*>(&e.addr));
 }
 

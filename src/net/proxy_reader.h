@@ -17,7 +17,7 @@ namespace sy {
 // success returns it; otherwise nullopt and *why.
 asio::awaitable<std::optional<ProxyHeader>> read_proxy_header(Socket& sock, std::string* why);
 
-// The client and local endpoints a header stands for.
+// The client and local endpoints a header stands for (a Unix path: no address, not loopback).
 Endpoint endpoint_of(const ProxyEndpoint& e);
 
 }  // namespace sy

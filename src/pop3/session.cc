@@ -150,8 +150,9 @@ asio::awaitable<Next> Pop3Session::auth(pop3::Command& cmd) {
   bool open = co_await sasl_exchange(sasl, &status, &bad_line);
   if (!open) co_return Next::Close;
   if (bad_line) co_return co_await bad(std::string("-ERR ") + bad_line + "\r\n");
+  // A cancel counts as a bad command: AUTH and "*" must not go round for ever.
   if (status == SaslServer::Status::Cancelled)
-    co_return co_await reply("-ERR Authentication cancelled.\r\n");
+    co_return co_await bad("-ERR Authentication cancelled.\r\n");
   if (status == SaslServer::Status::Malformed)
     co_return co_await bad(std::string("-ERR Invalid SASL ") + sasl_mechanism_name(*mechanism) +
                            " response.\r\n");

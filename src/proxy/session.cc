@@ -131,6 +131,17 @@ void ProxySession::set_client(Endpoint remote, Endpoint local) {
   plaintext_listener_ok_ = listen_.allow_plaintext_auth.value_or(client_addr_.loopback);
 }
 
+// A PROXY header relayed a client without an IP address (a Unix path, v1 UNKNOWN, v2
+// AF_UNSPEC): where it comes from is unknown, so it is treated as remote. The connection's
+// own (the proxy's) address stays for the logs and the per-address counters, but it is not
+// loopback for the plaintext rule and not exempt from the failed-login penalty.
+void ProxySession::set_unknown_client(const char* kind) {
+  client_unknown_ = true;
+  client_addr_.loopback = false;
+  peer_ = std::string(kind) + " via " + client_addr_.str();
+  plaintext_listener_ok_ = listen_.allow_plaintext_auth.value_or(false);
+}
+
 std::string ProxySession::session_tag() const {
   return "sy" + std::to_string(::getpid()) + "-" + std::to_string(id_);
 }
@@ -161,7 +172,7 @@ asio::awaitable<void> ProxySession::close_interrupted() {
 const char* ProxySession::admit() {
   const LimitsConfig& lim = rt_.config.limits;
   if (!rt_.clients || client_addr_.ip.empty()) return nullptr;
-  if (!any_contains(lim.auth_failure_exempt, client_addr_.ip)) {
+  if (client_unknown_ || !any_contains(lim.auth_failure_exempt, client_addr_.ip)) {
     penalty_slot_ = &rt_.clients->slot(0, client_addr_.ip);
     if (rt_.penalty.blocked(*penalty_slot_, steady_now_ms()))
       return "Too many failed logins from your address, try again later";
@@ -294,8 +305,13 @@ asio::awaitable<void> ProxySession::run() {
       co_await close_with("", failure_reason(why));
       co_return;
     }
-    if (header->has_addresses())
-      set_client(endpoint_of(header->source), endpoint_of(header->destination));
+    if (header->command == ProxyHeader::Command::Proxy) {
+      Endpoint client = endpoint_of(header->source);
+      if (!client.ip.empty())
+        set_client(std::move(client), endpoint_of(header->destination));
+      else
+        set_unknown_client(header->family == ProxyHeader::Family::Unix ? "unix" : "unknown");
+    }
   }
   if (const char* refused = admit()) {
     // (Built outside the co_await: g++ 12 destroys temporaries of a ?: inside one twice.)

@@ -168,6 +168,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   void arm_login_deadline();
   void interrupt(Interrupt why);
   void set_client(Endpoint remote, Endpoint local);
+  void set_unknown_client(const char* kind);  // "unix", "unknown": see session.cc
   const char* admit();  // nullptr, or why this client is turned away
   asio::awaitable<void> account_login(LoginOutcome outcome);
   // Connect (fail-over, implicit TLS) and hand over to store_login().
@@ -179,6 +180,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   asio::steady_timer deadline_;
   std::shared_ptr<bool> deadline_done_ = std::make_shared<bool>(false);
   bool plaintext_listener_ok_ = false;
+  bool client_unknown_ = false;  // a PROXY header gave no IP address for the client
   bool kicked_ = false;  // closed by switchyardctl kick
   bool splicing_ = false;  // the callback relay runs (and owns a reference to us)
   std::string server_;   // the store logged in to, for switchyardctl who

@@ -27,6 +27,39 @@ std::unique_ptr<sy::MapModule> open_ok(const std::string& path,
   return m;
 }
 
+// A temporary directory (under /tmp, sticky and root's) holding a copy of get2map.so,
+// for giving the file or the directory bad modes or owners.
+struct ModuleCopy {
+  std::string dir;
+  std::string path;
+  ModuleCopy() {
+    char tmpl[] = "/tmp/sy-loader-XXXXXX";
+    EXPECT_TRUE(::mkdtemp(tmpl));
+    dir = tmpl;
+    path = dir + "/get2map.so";
+    std::ifstream in(mod("get2map"), std::ios::binary);
+    std::ofstream out(path, std::ios::binary);
+    out << in.rdbuf();
+  }
+  ~ModuleCopy() {
+    std::remove(path.c_str());
+    ::rmdir(dir.c_str());
+  }
+  std::string refusal() const {
+    std::string error;
+    EXPECT_FALSE(sy::MapModule::open(path, std::nullopt, "t", "@", &error)) << path;
+    return error;
+  }
+};
+
+constexpr uid_t kNobody = 65534;
+
+// Giving files away takes root; the suite runs as root in CI.
+void give_to_nobody(const std::string& path) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test needs root (chown)";
+  ASSERT_EQ(::chown(path.c_str(), kNobody, kNobody), 0) << path;
+}
+
 }  // namespace
 
 TEST(ModuleLoader, Get2OnlyModuleWorks) {
@@ -100,21 +133,110 @@ TEST(ModuleLoader, NotASharedObjectIsReported) {
   ::rmdir(dir);
 }
 
+TEST(ModuleLoader, CopyInPrivateDirectoryUnderStickyTmpLoads) {
+  ModuleCopy c;
+  open_ok(c.path, std::string("u,h,1"));
+}
+
 TEST(ModuleLoader, WorldWritableModuleIsRefused) {
-  char dir[] = "/tmp/sy-loader-XXXXXX";
-  ASSERT_TRUE(::mkdtemp(dir));
-  std::string path = std::string(dir) + "/get2map.so";
-  {
-    std::ifstream in(mod("get2map"), std::ios::binary);
-    std::ofstream out(path, std::ios::binary);
-    out << in.rdbuf();
-  }
-  ::chmod(path.c_str(), 0666);
+  ModuleCopy c;
+  ::chmod(c.path.c_str(), 0666);
+  std::string error = c.refusal();
+  EXPECT_NE(error.find("the file is writable by others (mode 0666)"), std::string::npos)
+      << error;
+}
+
+TEST(ModuleLoader, GroupWritableModuleIsRefused) {
+  ModuleCopy c;
+  ::chmod(c.path.c_str(), 0664);
+  std::string error = c.refusal();
+  EXPECT_EQ(error.rfind(c.path + ": refusing a map module others could change: ", 0), 0u)
+      << error;
+  EXPECT_NE(error.find("the file is writable by its group (mode 0664)"), std::string::npos)
+      << error;
+}
+
+TEST(ModuleLoader, ModuleOfAnotherUserIsRefused) {
+  ModuleCopy c;
+  ::chmod(c.path.c_str(), 0644);
+  give_to_nobody(c.path);
+  std::string error = c.refusal();
+  EXPECT_NE(error.find("the file belongs to nobody (uid 65534), not to root"),
+            std::string::npos)
+      << error;
+}
+
+TEST(ModuleLoader, ModuleInGroupWritableDirectoryIsRefused) {
+  ModuleCopy c;
+  ::chmod(c.dir.c_str(), 0770);
+  std::string error = c.refusal();
+  EXPECT_NE(error.find("directory " + c.dir + " is writable by its group (mode 0770)"),
+            std::string::npos)
+      << error;
+}
+
+TEST(ModuleLoader, ModuleInWorldWritableDirectoryWithoutStickyBitIsRefused) {
+  ModuleCopy c;
+  ::chmod(c.dir.c_str(), 0777);
+  std::string error = c.refusal();
+  EXPECT_NE(error.find("directory " + c.dir + " is writable by others (mode 0777)"),
+            std::string::npos)
+      << error;
+}
+
+TEST(ModuleLoader, ModuleInDirectoryOfAnotherUserIsRefused) {
+  ModuleCopy c;
+  ::chmod(c.dir.c_str(), 0755);
+  give_to_nobody(c.dir);
+  std::string error = c.refusal();
+  EXPECT_NE(error.find("directory " + c.dir + " belongs to nobody (uid 65534)"),
+            std::string::npos)
+      << error;
+}
+
+TEST(ModuleLoader, StickyDirectoryPassesOnlyWhenRootOwnsIt) {
+  ModuleCopy c;
+  ::chmod(c.dir.c_str(), 01777);
+  open_ok(c.path, std::string("u,h,1"));  // root's, as /tmp itself
+  give_to_nobody(c.dir);
+  std::string error = c.refusal();
+  EXPECT_NE(error.find("directory " + c.dir + " belongs to nobody"), std::string::npos)
+      << error;
+}
+
+TEST(ModuleLoader, SymlinkIsJudgedByWhatItPointsTo) {
+  ModuleCopy target, link_dir;
+  std::string link = link_dir.dir + "/link.so";
+  ASSERT_EQ(::symlink(target.path.c_str(), link.c_str()), 0);
+  open_ok(link, std::string("u,h,1"));
+  ::chmod(target.dir.c_str(), 0775);
   std::string error;
-  EXPECT_FALSE(sy::MapModule::open(path, std::nullopt, "t", "@", &error));
-  EXPECT_NE(error.find("others may write"), std::string::npos) << error;
-  std::remove(path.c_str());
-  ::rmdir(dir);
+  EXPECT_FALSE(sy::MapModule::open(link, std::nullopt, "t", "@", &error));
+  EXPECT_EQ(error.rfind(link + ": ", 0), 0u) << error;
+  EXPECT_NE(error.find("directory " + target.dir + " is writable by its group"),
+            std::string::npos)
+      << error;
+  std::remove(link.c_str());
+}
+
+TEST(ModuleLoader, DirectoryIsNotAModule) {
+  ModuleCopy c;
+  std::string error;
+  EXPECT_FALSE(sy::MapModule::open(c.dir, std::nullopt, "t", "@", &error));
+  EXPECT_NE(error.find("not a regular file"), std::string::npos) << error;
+}
+
+TEST(ModuleLoader, ChainNamesTheLineOfAnUntrustedModule) {
+  ModuleCopy c;
+  ::chmod(c.dir.c_str(), 0770);
+  sy::Config conf;
+  std::string error;
+  ASSERT_TRUE(sy::parse_config("map_dir = \"" + c.dir + "\"\n\n[[map]]\nmodule = \"get2map\"\n",
+                               "t.conf", &conf, &error))
+      << error;
+  EXPECT_FALSE(sy::load_chain(conf, &error));
+  EXPECT_EQ(error.rfind("t.conf:3: map 'get2map': " + c.path + ": refusing", 0), 0u) << error;
+  EXPECT_NE(error.find("is writable by its group"), std::string::npos) << error;
 }
 
 TEST(ModuleLoader, ChainFromConfigNamesTheLineOfABrokenMap) {
