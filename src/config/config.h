@@ -86,6 +86,8 @@ struct LimitsConfig {
   Millis login_timeout{60'000};
   Millis idle_timeout{30 * 60'000};
   int max_bad_commands = 10;
+  int max_prelogin_sessions = 2000;  // per worker: IMAP/POP3 sessions not logged in yet
+  int max_prelogin_per_ip = 50;      // of those, from one client address
   int max_login_attempts = 3;
   // Before login. A line fits the largest RFC 2971 ID (30 pairs of 30-octet fields and
   // 1024-octet values, about 32 KB, twice that if every byte is escaped).

@@ -171,6 +171,13 @@ asio::awaitable<void> ProxySession::close_interrupted() {
 
 const char* ProxySession::admit() {
   const LimitsConfig& lim = rt_.config.limits;
+  // Sessions before login hold memory for nobody yet: bounded per worker and per address.
+  registration_.set_client(client_unknown_ ? std::string() : client_addr_.ip);
+  if (rt_.sessions.count(SessionStage::PreLogin) > static_cast<std::size_t>(lim.max_prelogin_sessions))
+    return "Too many connections, try again later";
+  if (!client_addr_.ip.empty() && !client_unknown_ &&
+      rt_.sessions.prelogin_from(client_addr_.ip) > static_cast<std::size_t>(lim.max_prelogin_per_ip))
+    return "Too many connections from your address, try again later";
   if (!rt_.clients || client_addr_.ip.empty()) return nullptr;
   if (client_unknown_ || !any_contains(lim.auth_failure_exempt, client_addr_.ip)) {
     penalty_slot_ = &rt_.clients->slot(0, client_addr_.ip);

@@ -71,7 +71,7 @@ void SessionRegistry::Registration::reset() {
 
 SessionRegistry::Registration SessionRegistry::enter(SessionHandle& h, std::uint64_t id,
                                                      SessionKind kind, SessionStage stage) {
-  entries_[id] = Entry{&h, kind, stage, {}, nullptr};
+  counted(entries_[id] = Entry{&h, kind, stage, {}, {}, nullptr}, +1);
   return Registration(this, id);
 }
 
@@ -84,19 +84,43 @@ SessionRegistry::~SessionRegistry() {
 void SessionRegistry::staged(std::uint64_t id, SessionStage stage) {
   auto it = entries_.find(id);
   if (it == entries_.end() || it->second.stage == stage) return;
+  counted(it->second, -1);
   it->second.stage = stage;
+  counted(it->second, +1);
   if (stopping_ && ends_on_stop(stage, draining_)) it->second.handle->shut_down();
 }
 
 void SessionRegistry::leave(std::uint64_t id) {
-  entries_.erase(id);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  counted(it->second, -1);
+  entries_.erase(it);
   if (entries_.empty() && stopping_ && on_empty) on_empty();
 }
 
-std::size_t SessionRegistry::count(SessionStage stage) const {
-  std::size_t n = 0;
-  for (const auto& [id, e] : entries_) n += e.stage == stage;
-  return n;
+void SessionRegistry::counted(const Entry& e, int delta) {
+  std::size_t& n = stage_counts_[static_cast<std::size_t>(e.stage)];
+  n = delta > 0 ? n + 1 : n - 1;
+  if (e.stage != SessionStage::PreLogin || e.client.empty()) return;
+  if (delta > 0) {
+    ++prelogin_by_client_[e.client];
+  } else if (auto it = prelogin_by_client_.find(e.client);
+             it != prelogin_by_client_.end() && --it->second == 0) {
+    prelogin_by_client_.erase(it);
+  }
+}
+
+std::size_t SessionRegistry::prelogin_from(const std::string& ip) const {
+  auto it = prelogin_by_client_.find(ip);
+  return it == prelogin_by_client_.end() ? 0 : it->second;
+}
+
+void SessionRegistry::Registration::set_client(std::string ip) {
+  if (!registry_) return;
+  Entry& e = registry_->entries_.at(id_);
+  registry_->counted(e, -1);
+  e.client = std::move(ip);
+  registry_->counted(e, +1);
 }
 
 std::vector<SessionHandle*> SessionRegistry::with_key(std::string_view key) const {

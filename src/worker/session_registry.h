@@ -17,6 +17,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "config/protocol.h"
@@ -57,6 +58,7 @@ class SessionRegistry {
     SessionKind kind;
     SessionStage stage;
     std::vector<std::string> keys;  // the users' map keys (LMTP: one per recipient)
+    std::string client;             // the client's IP address, "" when unknown
     Registration* owner = nullptr;
   };
 
@@ -72,6 +74,7 @@ class SessionRegistry {
     void set_stage(SessionStage stage);
     void set_key(std::string key);  // the only key ("" for none)
     void add_key(std::string key);  // one more (an LMTP recipient)
+    void set_client(std::string ip);
     void reset();  // leaves the registry (idempotent)
     explicit operator bool() const { return registry_ != nullptr; }
 
@@ -95,7 +98,11 @@ class SessionRegistry {
                                    SessionStage stage);
 
   std::size_t size() const { return entries_.size(); }
-  std::size_t count(SessionStage stage) const;
+  std::size_t count(SessionStage stage) const {
+    return stage_counts_[static_cast<std::size_t>(stage)];
+  }
+  // Sessions of this client address still before login.
+  std::size_t prelogin_from(const std::string& ip) const;
   const std::map<std::uint64_t, Entry>& entries() const { return entries_; }
   // Sessions whose map key is `key` (already put through the username policy).
   std::vector<SessionHandle*> with_key(std::string_view key) const;
@@ -117,7 +124,11 @@ class SessionRegistry {
   void leave(std::uint64_t id);
   void staged(std::uint64_t id, SessionStage stage);
 
+  void counted(const Entry& e, int delta);
+
   std::map<std::uint64_t, Entry> entries_;
+  std::size_t stage_counts_[static_cast<std::size_t>(SessionStage::Socketmap) + 1] = {};
+  std::unordered_map<std::string, std::size_t> prelogin_by_client_;
   std::uint64_t next_id_ = 1;
   bool stopping_ = false;
   bool draining_ = false;

@@ -186,3 +186,25 @@ TEST(HoldSet, MissingFileIsEmptyAndSaveLoadRoundTrips) {
   ::unlink(file.c_str());
   ::rmdir(dir);
 }
+
+TEST(SessionRegistry, CountsByStageAndPreLoginByClient) {
+  SessionRegistry reg;
+  FakeSession a, b, c;
+  auto ra = reg.enter(a, reg.next_id(), SessionKind::Imap, SessionStage::PreLogin);
+  auto rb = reg.enter(b, reg.next_id(), SessionKind::Pop3, SessionStage::PreLogin);
+  auto rc = reg.enter(c, reg.next_id(), SessionKind::Imap, SessionStage::PreLogin);
+  ra.set_client("192.0.2.1");
+  rb.set_client("192.0.2.1");
+  rc.set_client("192.0.2.9");
+  EXPECT_EQ(reg.count(SessionStage::PreLogin), 3u);
+  EXPECT_EQ(reg.prelogin_from("192.0.2.1"), 2u);
+  ra.set_stage(SessionStage::LoggedIn);  // logged in: no longer counted against the address
+  EXPECT_EQ(reg.prelogin_from("192.0.2.1"), 1u);
+  EXPECT_EQ(reg.count(SessionStage::LoggedIn), 1u);
+  rb.reset();
+  EXPECT_EQ(reg.prelogin_from("192.0.2.1"), 0u);
+  EXPECT_EQ(reg.count(SessionStage::PreLogin), 1u);
+  rc.set_client("192.0.2.10");
+  EXPECT_EQ(reg.prelogin_from("192.0.2.9"), 0u);
+  EXPECT_EQ(reg.prelogin_from("192.0.2.10"), 1u);
+}
