@@ -315,7 +315,9 @@ class SwitchyardPeer(Peer):
         config = switchyard_config(self.port, maps=[(ctx.sqlite_module, ctx.map_path)],
                                    backends=backends,
                                    level=ctx.args.sy_log_level, workers=self.workers,
-                                   limits={"login_timeout": "60s", "idle_timeout": "30m"})
+                                   limits={"login_timeout": "60s", "idle_timeout": "30m",
+                                           "max_prelogin_sessions": 100000,
+                                           "max_prelogin_per_ip": 100000})
         workdir = os.path.join(ctx.tmp, self.name)
         self.proxy = Switchyard(ctx.switchyard, workdir, config)
 
