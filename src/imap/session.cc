@@ -32,6 +32,22 @@ std::string quote(const std::string& s) {
   return out;
 }
 
+// The tags the store sees. Never the client's: a tag the IMAP grammar allows may be one a
+// store refuses (Dovecot answers "a] LOGIN" with an untagged BAD), and an answer without
+// our tag would leave us waiting for it.
+const std::string kStartTlsTag = "S";
+const std::string kLoginTag = "SYL";
+const std::string kIdTag = "SYID";
+
+// An untagged BAD or BYE while logging in: the store gave up on the command (or on us),
+// and the tagged answer will not come.
+bool store_gave_up(std::string_view line) {
+  for (std::string_view word : {"* BAD", "* BYE"})
+    if (iequals_prefix(line, word) && (line.size() == word.size() || line[word.size()] == ' '))
+      return true;
+  return false;
+}
+
 bool is_string_arg(const imap::Arg& a) {
   return a.kind == imap::Arg::Kind::Atom || a.kind == imap::Arg::Kind::Quoted ||
          a.kind == imap::Arg::Kind::Literal;
@@ -82,7 +98,7 @@ class ImapSession final : public ParsingSession<imap::CommandParser, imap::Comma
                      limits_.max_literal_total});
   }
 
-  std::string tag_;  // of the LOGIN/AUTHENTICATE in progress: the store sees it too
+  std::string tag_;  // of the LOGIN/AUTHENTICATE in progress, for the store's answer
 };
 
 std::string ImapSession::capabilities() const {
@@ -260,7 +276,6 @@ asio::awaitable<LoginOutcome> ImapSession::store_login(const Target& t, const st
                                                        const std::string& user,
                                                        const std::string& password,
                                                        std::string* reply, std::string* why) {
-  const std::string& tag = tag_;
   std::string line;
   bool greeted = co_await read_upstream_line(&line);
   if (!greeted) {
@@ -273,17 +288,16 @@ asio::awaitable<LoginOutcome> ImapSession::store_login(const Target& t, const st
   }
   std::string caps = capability_code(line);
   if (t.tls == "starttls") {
-    static const std::string kStartTls = "S STARTTLS\r\n";
-    bool sent = co_await send_upstream(kStartTls, why);
+    bool sent = co_await send_upstream(kStartTlsTag + " STARTTLS\r\n", why);
     if (!sent) co_return LoginOutcome::Unavailable;
     do {
       bool answered = co_await read_upstream_line(&line);
-      if (!answered) {
-        *why = server + ": STARTTLS failed";
+      if (!answered || store_gave_up(line)) {
+        *why = server + ": STARTTLS failed" + (answered ? ": " + line : std::string());
         co_return LoginOutcome::Unavailable;
       }
-    } while (line.rfind("S ", 0) != 0);  // skip untagged lines
-    if (!iequals_prefix(std::string_view(line).substr(2), "OK")) {
+    } while (line.rfind(kStartTlsTag + " ", 0) != 0);  // skip untagged lines
+    if (!iequals_prefix(std::string_view(line).substr(kStartTlsTag.size() + 1), "OK")) {
       *why = server + ": STARTTLS refused: " + line;
       co_return LoginOutcome::Unavailable;
     }
@@ -304,9 +318,8 @@ asio::awaitable<LoginOutcome> ImapSession::store_login(const Target& t, const st
   // without LITERAL+ gets synchronising literals, one continuation each. With
   // forward_client_ip an ID with the client's address rides in the same write; its
   // answer is read and dropped below.
-  const std::string id_tag = tag == "SYID" ? "SYID0" : "SYID";
-  std::vector<std::string> parts(1, t.forward_client_ip ? forwarding_id(id_tag) : "");
-  parts.back() += tag + " LOGIN ";
+  std::vector<std::string> parts(1, t.forward_client_ip ? forwarding_id(kIdTag) : "");
+  parts.back() += kLoginTag + " LOGIN ";
   auto add = [&](const std::string& s) {
     if (quotable(s)) {
       parts.back() += quote(s);
@@ -336,11 +349,15 @@ asio::awaitable<LoginOutcome> ImapSession::store_login(const Target& t, const st
       co_return LoginOutcome::Unavailable;
     }
   }
-  const std::string tagged = tag + " ";
+  const std::string tagged = kLoginTag + " ";
   std::string untagged;
   while (line.rfind(tagged, 0) != 0) {
+    if (store_gave_up(line)) {
+      *why = server + ": LOGIN answered untagged: " + line;
+      co_return LoginOutcome::Unavailable;
+    }
     if (!line.empty()) {
-      const bool id_answer = t.forward_client_ip && (line.rfind(id_tag + " ", 0) == 0 ||
+      const bool id_answer = t.forward_client_ip && (line.rfind(kIdTag + " ", 0) == 0 ||
                                                      iequals_prefix(line, "* ID "));
       if (!id_answer && line.rfind("* ", 0) == 0) untagged += line + "\r\n";
     }
@@ -351,8 +368,8 @@ asio::awaitable<LoginOutcome> ImapSession::store_login(const Target& t, const st
       co_return LoginOutcome::Unavailable;
     }
   }
-  *reply = untagged + line + "\r\n";
   std::string_view status = std::string_view(line).substr(tagged.size());
+  *reply = untagged + tag_ + " " + std::string(status) + "\r\n";  // the client's own tag
   if (iequals_prefix(status, "OK")) co_return LoginOutcome::Ok;
   *why = server + ": " + std::string(status);
   co_return LoginOutcome::Failed;

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <algorithm>
 #include <map>
+#include <random>
 #include <set>
 #include <thread>
 #include <vector>
@@ -25,6 +27,7 @@
 #include "worker/control.h"
 #include "worker/worker.h"
 #include "net/address.h"
+#include "proxy/admission.h"
 
 namespace sy {
 namespace {
@@ -98,6 +101,26 @@ bool load_tls(const Config& c, std::vector<BoundListener>* listeners,
 
 bool check_maps(const Config& c, std::string* error) {
   return load_chain(c, error) != nullptr;  // init + fini, as Perdition does at start
+}
+
+// The key of the client table's hash, new at each start: without it, an attacker could
+// work out offline which of their addresses lands where another address counts.
+HashKey random_hash_key() {
+  HashKey key{};
+  std::size_t got = 0;
+  while (got < key.size()) {
+    ssize_t n = ::getrandom(key.data() + got, key.size() - got, 0);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      LOG_WARN("getrandom: %s; keying the client table from std::random_device",
+               std::strerror(errno));
+      std::random_device rd;
+      for (auto& b : key) b = static_cast<std::uint8_t>(rd());
+      break;
+    }
+  }
+  return key;
 }
 
 void write_pid_file(const std::string& path) {
@@ -348,7 +371,7 @@ int run_master(const MasterOptions& options) {
              listeners.size(), config.workers);
 
   // Per-address counters every worker shares (made before any fork).
-  std::unique_ptr<ClientTable> clients = ClientTable::create();
+  std::unique_ptr<ClientTable> clients = ClientTable::create(random_hash_key());
   if (!clients) LOG_WARN("no shared memory for per-address limits; they are off");
   if (config.workers == 0) {
     int rc = run_worker(config, listeners, store_tls, clients.get());

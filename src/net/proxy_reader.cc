@@ -8,11 +8,16 @@
 
 namespace sy {
 
+// The parser is resumable and never claims a byte past the header, so each round peeks
+// at what has arrived, feeds it, and takes off the socket exactly the bytes the parser
+// used: all of them while the header is incomplete, its last ones when it completes.
+// Every round therefore takes at least one byte or sees the peer's close, and the only
+// wait is for readability: no polling, and nothing but the socket to cancel.
 asio::awaitable<std::optional<ProxyHeader>> read_proxy_header(Socket& sock, std::string* why) {
   const int fd = sock.native_handle();
   char buf[kProxyV2FixedLength + kProxyV2DefaultMaxBody];
-  asio::steady_timer pause(sock.get_executor());
-  std::size_t seen = 0;
+  ProxyParser parser;
+  std::size_t taken = 0;
   for (;;) {
     std::error_code ec;
     co_await sock.async_wait(Socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
@@ -22,39 +27,31 @@ asio::awaitable<std::optional<ProxyHeader>> read_proxy_header(Socket& sock, std:
     }
     ssize_t n = ::recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0) {
-      *why = "closed before the PROXY header";
+      *why = taken == 0 ? "closed before the PROXY header"
+                        : "closed during the PROXY header (after " + std::to_string(taken) +
+                              " bytes)";
       co_return std::nullopt;
     }
     if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
       *why = std::string("PROXY header: ") + std::strerror(errno);
       co_return std::nullopt;
     }
-    ProxyParser parser;
     ProxyResult r = parser.feed(std::string_view(buf, static_cast<std::size_t>(n)));
-    if (r.status == ProxyResult::Done) {
-      // Take exactly the header; the rest stays queued for the session.
-      if (::recv(fd, buf, r.consumed, MSG_DONTWAIT) != static_cast<ssize_t>(r.consumed)) {
-        *why = "PROXY header: short read";
-        co_return std::nullopt;
-      }
-      co_return parser.header();
-    }
     if (r.status == ProxyResult::Error) {
       *why = std::string("bad PROXY header: ") + proxy_error_name(r.error);
       co_return std::nullopt;
     }
-    if (static_cast<std::size_t>(n) >= sizeof buf) {
-      *why = "PROXY header too long";
+    if (r.consumed == 0) {  // cannot happen (see above); never spin on readable bytes
+      *why = "PROXY header: parser took no bytes";
       co_return std::nullopt;
     }
-    // Only part of the header has arrived (rare: proxies send it in one segment). The
-    // peeked bytes keep the socket readable, so wait a moment for more instead.
-    if (static_cast<std::size_t>(n) == seen) {
-      pause.expires_after(std::chrono::milliseconds(5));
-      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (::recv(fd, buf, r.consumed, MSG_DONTWAIT) != static_cast<ssize_t>(r.consumed)) {
+      *why = "PROXY header: short read";
+      co_return std::nullopt;
     }
-    seen = static_cast<std::size_t>(n);
+    taken += r.consumed;
+    if (r.status == ProxyResult::Done) co_return parser.header();
   }
 }
 

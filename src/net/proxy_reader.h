@@ -13,8 +13,10 @@
 
 namespace sy {
 
-// Reads the header (bounded by the caller's deadline, which cancels the socket). On
-// success returns it; otherwise nullopt and *why.
+// Reads the header. It ends at once when the peer closes, even mid-header; its only wait
+// is for the socket to be readable, so the caller bounds it in time by cancelling the
+// socket (or shutting down its read side). On success returns the header; otherwise
+// nullopt and *why.
 asio::awaitable<std::optional<ProxyHeader>> read_proxy_header(Socket& sock, std::string* why);
 
 // The client and local endpoints a header stands for (a Unix path: no address, not loopback).

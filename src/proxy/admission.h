@@ -1,10 +1,22 @@
 // Per-client-address counters shared by all workers, for max_connections_per_ip and the
 // penalty after failed logins. A fixed table in anonymous shared memory, made by the
-// master before it forks; a slot is chosen by a hash of (listener, address), so two
-// addresses may now and then share a slot (which errs on the strict side). Lock-free.
+// master before it forks.
+//
+// Each slot records the (scope, address) it counts for, so two addresses never share a
+// slot: an address is looked for along a short probe sequence that starts at a keyed hash
+// (SipHash-2-4 under a secret drawn at each start, so nobody can aim an address of theirs
+// at someone else's slots), and a slot whose address has nothing left to remember is
+// taken over by the next address that needs one. When every slot of an address's sequence
+// is taken, the address goes uncounted (not limited, not penalised) rather than charged
+// to another.
+//
+// A holder pins its slot (ClientPin) for as long as it counts in it; a pinned slot is
+// never taken over. Finding and pinning a slot and the counters are lock-free; claiming a
+// slot for a new address takes a process-shared lock, so that an address never gets two.
 #ifndef SWITCHYARD_PROXY_ADMISSION_H
 #define SWITCHYARD_PROXY_ADMISSION_H
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -14,28 +26,82 @@
 
 namespace sy {
 
+using HashKey = std::array<std::uint8_t, 16>;
+
+// SipHash-2-4 (Aumasson and Bernstein) of `len` bytes under `key`.
+std::uint64_t siphash24(const HashKey& key, const void* data, std::size_t len);
+
 struct ClientSlot {
   std::atomic<std::uint32_t> connections{0};
   std::atomic<std::uint32_t> failures{0};
   std::atomic<std::int64_t> last_failure_ms{0};  // steady clock
+  std::atomic<std::int64_t> keep_until_ms{0};    // failures are worth keeping until then
+
+  // The table's bookkeeping (see admission.cc): pins, a change counter and flags; the
+  // (scope, address) the slot belongs to.
+  std::atomic<std::uint64_t> state{0};
+  std::atomic<std::uint64_t> key[3] = {};
+};
+
+class ClientTable;
+
+// A slot held for one (scope, address); released when the pin goes. Empty when the
+// address is not counted.
+class ClientPin {
+ public:
+  ClientPin() = default;
+  ClientPin(ClientPin&& o) noexcept : slot_(o.slot_) { o.slot_ = nullptr; }
+  ClientPin& operator=(ClientPin&& o) noexcept;
+  ~ClientPin() { reset(); }
+  ClientPin(const ClientPin&) = delete;
+  ClientPin& operator=(const ClientPin&) = delete;
+
+  explicit operator bool() const { return slot_ != nullptr; }
+  ClientSlot* get() const { return slot_; }
+  ClientSlot* operator->() const { return slot_; }
+  ClientSlot& operator*() const { return *slot_; }
+  void reset();
+
+ private:
+  friend class ClientTable;
+  explicit ClientPin(ClientSlot* s) : slot_(s) {}
+  ClientSlot* slot_ = nullptr;
 };
 
 class ClientTable {
  public:
-  // nullptr when mmap fails.
-  static std::unique_ptr<ClientTable> create(std::size_t slots = 65536);
+  // How many slots after an address's first one may hold it.
+  static constexpr std::size_t kProbe = 32;
+
+  // `secret` keys the hash (draw it at random, before forking: every worker must use the
+  // same). nullptr when shared memory cannot be had.
+  static std::unique_ptr<ClientTable> create(const HashKey& secret, std::size_t slots = 65536);
   ~ClientTable();
   ClientTable(const ClientTable&) = delete;
   ClientTable& operator=(const ClientTable&) = delete;
 
-  // `scope` keeps listeners apart (connection limits are per listener); use 0 for the
-  // login penalty, which follows an address across listeners.
-  ClientSlot& slot(std::uint32_t scope, std::string_view address);
+  // The slot of (scope, address), pinned: the one it already has, or a free one claimed
+  // for it. Empty when `address` is not a numeric IPv4/IPv6 address, or when all of its
+  // kProbe slots belong to other addresses that still have something to remember (at
+  // `now_ms`, steady clock). `scope` keeps listeners apart (connection limits are per
+  // listener); use 0 for the login penalty, which follows an address across listeners.
+  ClientPin acquire(std::uint32_t scope, std::string_view address, std::int64_t now_ms);
+
+  // Where (scope, address) starts looking (for tests), and the hash behind it.
+  std::size_t home(std::uint32_t scope, std::string_view address) const;
+  static std::uint64_t hash(const HashKey& secret, std::uint32_t scope,
+                            std::string_view address);
 
  private:
-  ClientTable(ClientSlot* slots, std::size_t n) : slots_(slots), n_(n) {}
+  struct Shared;
+  ClientTable(Shared* shared, ClientSlot* slots, std::size_t n, std::size_t bytes,
+              const HashKey& secret)
+      : shared_(shared), slots_(slots), n_(n), bytes_(bytes), secret_(secret) {}
+  Shared* shared_;
   ClientSlot* slots_;
   std::size_t n_;
+  std::size_t bytes_;
+  HashKey secret_;
 };
 
 // The failed-login penalty, from [limits]. Pure arithmetic over a slot.

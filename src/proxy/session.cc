@@ -158,6 +158,12 @@ void ProxySession::arm_login_deadline() {
 void ProxySession::interrupt(Interrupt why) {
   if (interrupted_ != Interrupt::None || phase_ == Phase::Relay || phase_ == Phase::Done) return;
   interrupted_ = why;
+  // Cancelling wakes only the wait pending at this instant. Shutting the read side down
+  // also ends every later read at once (it sees end of file), whatever the session waits
+  // on next: a PROXY header, a TLS handshake, a command. Writing still works, for the
+  // goodbye.
+  std::error_code ignored;
+  client_.socket().shutdown(Socket::shutdown_receive, ignored);
   client_.cancel();
   upstream_.close();
 }
@@ -179,18 +185,44 @@ const char* ProxySession::admit() {
       rt_.sessions.prelogin_from(client_addr_.ip) > static_cast<std::size_t>(lim.max_prelogin_per_ip))
     return "Too many connections from your address, try again later";
   if (!rt_.clients || client_addr_.ip.empty()) return nullptr;
+  const std::int64_t now = steady_now_ms();
   if (client_unknown_ || !any_contains(lim.auth_failure_exempt, client_addr_.ip)) {
-    penalty_slot_ = &rt_.clients->slot(0, client_addr_.ip);
-    if (rt_.penalty.blocked(*penalty_slot_, steady_now_ms()))
+    penalty_slot_ = rt_.clients->acquire(0, client_addr_.ip, now);
+    if (!penalty_slot_)
+      note_uncounted("failed logins");
+    else if (rt_.penalty.blocked(*penalty_slot_, now))
       return "Too many failed logins from your address, try again later";
   }
   if (listen_.max_connections_per_ip > 0) {
-    conn_slot_ = &rt_.clients->slot(static_cast<std::uint32_t>(listen_.line), client_addr_.ip);
+    const auto scope = static_cast<std::uint32_t>(listen_.line);
+    conn_slot_ = rt_.clients->acquire(scope, client_addr_.ip, now);
+    if (!conn_slot_) {
+      note_uncounted("connections");
+      return nullptr;
+    }
     auto n = conn_slot_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
     if (n > static_cast<std::uint32_t>(listen_.max_connections_per_ip))
       return "Too many connections from your address";
   }
   return nullptr;
+}
+
+// Rather not count an address than count it against another's: a full neighbourhood in
+// the client table lets the address pass unlimited and unpenalised. Said at most once a
+// minute per worker (it happens under a flood from many addresses).
+void ProxySession::note_uncounted(const char* what) {
+  static std::int64_t last_said = 0;
+  static unsigned long long unsaid = 0;
+  const std::int64_t now = steady_now_ms();
+  if (last_said != 0 && now - last_said < 60000) {
+    ++unsaid;
+    return;
+  }
+  LOG_WARN("%s session %llu: client=%s: no free slot in the per-address table: its %s are "
+           "not counted (not limited, not penalised; %llu more such since the last warning)",
+           protocol_, static_cast<unsigned long long>(id_), peer_.c_str(), what, unsaid);
+  last_said = now;
+  unsaid = 0;
 }
 
 // Failed logins from an address slow its next answers down and may block it; a success
@@ -346,6 +378,7 @@ asio::awaitable<void> ProxySession::run() {
 // Logged in: pass on what either side already sent, then relay until one side closes.
 asio::awaitable<void> ProxySession::relay_phase() {
   registration_.set_stage(SessionStage::LoggedIn);
+  penalty_slot_.reset();  // no more logins: let the slot go
   *deadline_done_ = true;
   deadline_.cancel();
   phase_ = Phase::Relay;

@@ -78,7 +78,9 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   virtual std::string take_line() = 0;                // after Line
   virtual void drop_parser() = 0;                     // logged in: no more parsing
   // Connected to the store (upstream_, TLS done if implicit): log in as `user`. For Ok and
-  // Failed, *reply is what the store said, to pass on to the client as it is.
+  // Failed, *reply is what the store said, to pass on to the client (under the client's
+  // own tag: the store sees tags of Switchyard's only). A store that gives up on the login
+  // (closes, or answers with an untagged BAD/BYE) makes it Unavailable at once.
   [[nodiscard]] virtual asio::awaitable<LoginOutcome> store_login(const Target& t, const std::string& host,
                                                     const std::string& server,
                                                     const std::string& user,
@@ -170,6 +172,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   void set_client(Endpoint remote, Endpoint local);
   void set_unknown_client(const char* kind);  // "unix", "unknown": see session.cc
   const char* admit();  // nullptr, or why this client is turned away
+  void note_uncounted(const char* what);  // the client table had no slot for the address
   asio::awaitable<void> account_login(LoginOutcome outcome);
   // Connect (fail-over, implicit TLS) and hand over to store_login().
   [[nodiscard]] asio::awaitable<LoginOutcome> reach_store(const Target& target, const std::string& store_user,
@@ -184,8 +187,8 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   bool kicked_ = false;  // closed by switchyardctl kick
   bool splicing_ = false;  // the callback relay runs (and owns a reference to us)
   std::string server_;   // the store logged in to, for switchyardctl who
-  ClientSlot* penalty_slot_ = nullptr;  // failed logins from this address (null: exempt)
-  ClientSlot* conn_slot_ = nullptr;     // counted against max_connections_per_ip
+  ClientPin penalty_slot_;  // failed logins from this address (empty: not counted)
+  ClientPin conn_slot_;     // counted against max_connections_per_ip (empty: not counted)
   SessionRegistry::Registration registration_;
 };
 

@@ -101,42 +101,6 @@ TEST(Sasl, PlainMalformed) {
   EXPECT_FALSE(sy::decode_sasl_plain(sy::base64_encode(std::string("\0\0pw", 4))));
 }
 
-#include "proxy/admission.h"
-
-TEST(ClientTable, SlotsAreStablePerScopeAndAddress) {
-  auto t = sy::ClientTable::create(1024);
-  ASSERT_TRUE(t);
-  EXPECT_EQ(&t->slot(1, "192.0.2.1"), &t->slot(1, "192.0.2.1"));
-  t->slot(1, "192.0.2.1").connections++;
-  EXPECT_EQ(t->slot(1, "192.0.2.1").connections.load(), 1u);
-}
-
-TEST(Penalty, DelayDoublesUpToTheMaximumAndBlocks) {
-  sy::ClientSlot s;
-  sy::PenaltyPolicy p;
-  p.base = std::chrono::milliseconds(500);
-  p.max = std::chrono::milliseconds(3000);
-  p.block_after = 4;
-  p.window = std::chrono::milliseconds(60000);
-  EXPECT_EQ(p.record_failure(s, 1000).count(), 500);
-  EXPECT_EQ(p.record_failure(s, 1001).count(), 1000);
-  EXPECT_EQ(p.record_failure(s, 1002).count(), 2000);
-  EXPECT_FALSE(p.blocked(s, 1003));
-  EXPECT_EQ(p.record_failure(s, 1003).count(), 3000);
-  EXPECT_TRUE(p.blocked(s, 1004));
-  EXPECT_FALSE(p.blocked(s, 1003 + 60001));  // forgotten after the window
-  EXPECT_EQ(p.record_failure(s, 1003 + 60001).count(), 500);
-  sy::PenaltyPolicy::record_success(s);
-  EXPECT_EQ(s.failures.load(), 0u);
-}
-
-TEST(Penalty, ZeroBaseMeansNoDelay) {
-  sy::ClientSlot s;
-  sy::PenaltyPolicy p;
-  EXPECT_EQ(p.record_failure(s, 5).count(), 0);
-  EXPECT_FALSE(p.blocked(s, 6));
-}
-
 TEST(Cidr, Ipv4AndIpv6Blocks) {
   auto lo = sy::Cidr::parse("127.0.0.0/8");
   ASSERT_TRUE(lo);
