@@ -267,9 +267,11 @@ class ClientMatrixTest(unittest.TestCase):
                                            password, tls, self.ca[0], maildir)
                 run = clients.run(["offlineimap", "-c", rc, "-o", "-u", "basic"],
                                   OFFLINEIMAP_TIMEOUT, env=clients.client_env(home))
-                # A hang: no exit in time, or its own socket timeout (socktimeout) fired.
+                # A hang: no exit in time, or its own socket timeout fired ("timed out", or
+                # imaplib2's "no response after N secs" when STARTTLS stalls, which it
+                # does directly against Dovecot too).
                 if not (run.timed_out or (not run.ok and re.search(
-                        rb"timed? ?out", run.output, re.I))):
+                        rb"timed? ?out|no response after", run.output, re.I))):
                     break
                 hung += 1
                 note("offlineimap3 %s %s: attempt %d hung (%s); %s"
