@@ -188,7 +188,7 @@ Event CommandParser::overflow(char c) {
     error_ = Error::LineTooLong;  // replaces the error found earlier on this line
     return skip_step(c);
   }
-  if (state_ == State::LineData || state_ == State::LineCR) {
+  if (state_ == State::LineData) {
     line_.clear();
     skip_literals_ = false;
   }
@@ -426,25 +426,13 @@ Event CommandParser::step(char c) {
     case State::Skip:
       return skip_step(c);
 
-    case State::LineData:
-      if (c == '\r') {
-        state_ = State::LineCR;
-      } else if (c == '\n') {
-        skip_literals_ = false;
-        return fail(Error::BadSyntax, c);
-      } else {
-        line_.push_back(c);
-      }
-      return Event::NeedMore;
-
-    case State::LineCR:
-      if (c != '\n') {
-        line_.clear();
-        skip_literals_ = false;
-        return fail(Error::BadSyntax, c);
-      }
-      reset_command();
-      return Event::Line;
+    case State::LineData: {
+      const std::optional<Event> ev = raw_line_byte(c, /*nul_ok=*/true);
+      if (ev) return *ev;
+      line_.clear();
+      skip_literals_ = false;  // a "{n}" at the end of a SASL answer is not a literal
+      return fail(Error::BadSyntax, c);
+    }
 
     case State::LitData:
     case State::SkipLitData:

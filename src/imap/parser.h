@@ -85,7 +85,7 @@ class CommandParser : public CommandParserBase<CommandParser, Command, Error, Ev
   enum class State : unsigned char {
     Tag, Name, ArgStart, ListStart, Atom, AfterArg, Quoted, QuotedEscape,
     LitOpen, LitDigits, LitPlus, LitClose, LitCR, LitData, EndCR,
-    Skip, SkipLitData, LineData, LineCR, Dead,
+    Skip, SkipLitData, LineData, Dead,
   };
   // Recogniser for "{n}" / "{n+}" right before CRLF while skipping a bad line.
   enum class SkipLit : unsigned char { None, Open, Digits, Plus, Close, CR };

@@ -11,6 +11,7 @@
 #define SWITCHYARD_NET_COMMAND_PARSER_H
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -56,6 +57,7 @@ class CommandParserBase {
     if (!ready_) cmd_ = Command{};  // drop a partial command; keep an untaken finished one
     self().reset_command();
     line_.clear();
+    line_cr_ = false;
     self().enter_line_mode();
   }
 
@@ -73,6 +75,25 @@ class CommandParserBase {
       ready_ = false;
     }
     return true;
+  }
+
+  // One byte of a raw line: NeedMore until its CRLF, then Line (the line in line()).
+  // nullopt: the byte is bad (a bare CR or LF; NUL unless nul_ok), and the derived parser
+  // fails the line with it.
+  std::optional<Event> raw_line_byte(char c, bool nul_ok) {
+    if (line_cr_) {
+      line_cr_ = false;
+      if (c != '\n') return std::nullopt;
+      self().reset_command();
+      return Event::Line;
+    }
+    if (c == '\r') {
+      line_cr_ = true;
+      return Event::NeedMore;
+    }
+    if (c == '\n' || (c == '\0' && !nul_ok)) return std::nullopt;
+    line_.push_back(c);
+    return Event::NeedMore;
   }
 
   // Counts one byte of the current line: false once the line is longer than allowed. The
@@ -93,6 +114,7 @@ class CommandParserBase {
   Error error_ = Error::None;
   bool fatal_ = false;
   std::size_t line_len_ = 0;  // bytes of the current line so far
+  bool line_cr_ = false;      // raw-line mode: the line's CR was just read
 
  private:
   Derived& self() { return static_cast<Derived&>(*this); }

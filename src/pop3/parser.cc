@@ -193,20 +193,10 @@ Event CommandParser::step(char c) {
     case State::Skip:
       return skip_step(c);
 
-    case State::LineData:
-      if (c == '\r') {
-        state_ = State::LineCR;
-      } else if (c == '\n' || c == '\0') {
-        return fail(Error::BadSyntax, c);
-      } else {
-        line_.push_back(c);
-      }
-      return Event::NeedMore;
-
-    case State::LineCR:
-      if (c != '\n') return fail(Error::BadSyntax, c);
-      reset_command();
-      return Event::Line;
+    case State::LineData: {
+      const std::optional<Event> ev = raw_line_byte(c, /*nul_ok=*/false);
+      return ev ? *ev : fail(Error::BadSyntax, c);
+    }
 
     case State::Dead:
       break;  // handled in feed_bytes()

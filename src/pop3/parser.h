@@ -66,7 +66,7 @@ class CommandParser : public CommandParserBase<CommandParser, Command, Error, Ev
   std::size_t max_line_length() const { return limits_.max_line_length; }
 
   enum class State : unsigned char {
-    Name, ArgStart, Arg, PassRest, EndCR, Skip, LineData, LineCR, Dead,
+    Name, ArgStart, Arg, PassRest, EndCR, Skip, LineData, Dead,
   };
 
   Event feed_bytes(std::string_view in, std::size_t* consumed);
