@@ -61,6 +61,7 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
  private:
   asio::awaitable<void> run();
   [[nodiscard]] asio::awaitable<bool> handle(lmtp::Command cmd);
+  [[nodiscard]] asio::awaitable<ChainReply> lookup(LookupRequest q);
   [[nodiscard]] asio::awaitable<bool> rcpt(const lmtp::Command& cmd);
   [[nodiscard]] asio::awaitable<bool> data();
   [[nodiscard]] asio::awaitable<bool> send(const std::string& s) {
@@ -73,9 +74,15 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
     mail_from_.reset();
     body_ = lmtp::Body::Unspecified;
     routes_.clear();
+    route_keys_.clear();
     spool_.clear();
     registration_.set_key("");
     registration_.set_stage(SessionStage::LmtpIdle);
+  }
+  // The users in flight in this transaction: those of the accepted recipients.
+  void register_route_keys() {
+    registration_.set_key("");
+    for (const std::string& k : route_keys_) registration_.add_key(k);
   }
   void close() {
     std::error_code ignored;
@@ -107,6 +114,7 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
   std::optional<std::string> mail_from_;
   lmtp::Body body_ = lmtp::Body::Unspecified;
   std::vector<lmtp::Route> routes_;
+  std::vector<std::string> route_keys_;  // the map keys of routes_ (registered in flight)
   int bad_commands_ = 0;
   SessionRegistry::Registration registration_;
 };
@@ -190,6 +198,18 @@ asio::awaitable<bool> LmtpSession::handle(lmtp::Command cmd) {
   co_return co_await data();  // Verb::Data
 }
 
+// The map's answer, unless a hold was taken while the map was being asked: then Hold, as
+// the answer may name the store the user is being moved away from.
+asio::awaitable<ChainReply> LmtpSession::lookup(LookupRequest q) {
+  const std::string key = q.key;
+  ChainReply found = co_await rt_.lookups.lookup(std::move(q));
+  if (found.reply.status != LookupStatus::Hold && rt_.holds.contains(key)) {
+    found.reply.status = LookupStatus::Hold;
+    found.map_name = "hold";
+  }
+  co_return found;
+}
+
 asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
   if (!mail_from_) co_return co_await send("503 5.5.1 Send MAIL first\r\n");
   if (routes_.size() >= static_cast<std::size_t>(cfg_.lmtp.max_recipients))
@@ -199,7 +219,10 @@ asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
   q.key = map_key(cfg_.username, address);
   q.protocol = "lmtp";
   const std::string key = q.key;
-  ChainReply found = co_await rt_.lookups.lookup(std::move(q));
+  // In flight for this user from the lookup on, not only once accepted: a hold taken while
+  // the map is being asked waits for its answer (switchyardctl hold asks the registry).
+  registration_.add_key(key);
+  ChainReply found = co_await lookup(std::move(q));
   std::string text;
   const LookupStatus status = found.reply.status;
   if (status == LookupStatus::NotFound) {
@@ -215,9 +238,10 @@ asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
     r.target = resolve_target(cfg_, found.reply.answer, Service::Lmtp, found.reply.more);
     r.store_key = lmtp::store_key(r.target);
     routes_.push_back(std::move(r));
-    registration_.add_key(key);  // in flight for this user until the transaction ends
+    route_keys_.push_back(key);  // in flight for this user until the transaction ends
     text = "250 2.1.5 Ok\r\n";
   }
+  if (text[0] != '2') register_route_keys();  // refused: in flight only through the others
   LOG_INFO("lmtp rcpt: session=%llu client=%s to=\"%s\" map=%s%s result=%.3s",
            static_cast<unsigned long long>(id_), peer_.c_str(), log_quote(address).c_str(),
            found.map_name.empty() ? "-" : found.map_name.c_str(),
