@@ -61,7 +61,6 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
  private:
   asio::awaitable<void> run();
   [[nodiscard]] asio::awaitable<bool> handle(lmtp::Command cmd);
-  [[nodiscard]] asio::awaitable<ChainReply> lookup(LookupRequest q);
   [[nodiscard]] asio::awaitable<bool> rcpt(const lmtp::Command& cmd);
   [[nodiscard]] asio::awaitable<bool> data();
   [[nodiscard]] asio::awaitable<bool> send(const std::string& s) {
@@ -198,18 +197,6 @@ asio::awaitable<bool> LmtpSession::handle(lmtp::Command cmd) {
   co_return co_await data();  // Verb::Data
 }
 
-// The map's answer, unless a hold was taken while the map was being asked: then Hold, as
-// the answer may name the store the user is being moved away from.
-asio::awaitable<ChainReply> LmtpSession::lookup(LookupRequest q) {
-  const std::string key = q.key;
-  ChainReply found = co_await rt_.lookups.lookup(std::move(q));
-  if (found.reply.status != LookupStatus::Hold && rt_.holds.contains(key)) {
-    found.reply.status = LookupStatus::Hold;
-    found.map_name = "hold";
-  }
-  co_return found;
-}
-
 asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
   if (!mail_from_) co_return co_await send("503 5.5.1 Send MAIL first\r\n");
   if (routes_.size() >= static_cast<std::size_t>(cfg_.lmtp.max_recipients))
@@ -222,7 +209,7 @@ asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
   // In flight for this user from the lookup on, not only once accepted: a hold taken while
   // the map is being asked waits for its answer (switchyardctl hold asks the registry).
   registration_.add_key(key);
-  ChainReply found = co_await lookup(std::move(q));
+  ChainReply found = co_await rt_.lookups.lookup(std::move(q));
   std::string text;
   const LookupStatus status = found.reply.status;
   if (status == LookupStatus::NotFound) {

@@ -99,14 +99,19 @@ void LookupService::run() {
   }
 }
 
+bool LookupService::held(const std::string& key, ChainReply* reply) const {
+  if (!holds_ || !holds_->contains(key)) return false;
+  *reply = ChainReply{};
+  reply->reply.status = LookupStatus::Hold;
+  reply->reply.detail = "held by switchyardctl hold";
+  reply->map_name = "hold";
+  return true;
+}
+
 asio::awaitable<ChainReply> LookupService::lookup(LookupRequest request) {
-  if (holds_ && holds_->contains(request.key)) {
-    ChainReply held;
-    held.reply.status = LookupStatus::Hold;
-    held.reply.detail = "held by switchyardctl hold";
-    held.map_name = "hold";
-    co_return held;
-  }
+  ChainReply answer;
+  if (held(request.key, &answer)) co_return answer;
+  const std::string user = request.key;
   // Cached per key and protocol (an extended map may answer by protocol).
   const std::string key = request.key + '\n' + request.protocol;
   if (auto hit = cache_.fresh(key, LookupCache::Clock::now())) {
@@ -114,7 +119,10 @@ asio::awaitable<ChainReply> LookupService::lookup(LookupRequest request) {
     hit->took = std::chrono::microseconds(0);
     co_return *hit;
   }
-  ChainReply answer = co_await ask_maps(std::move(request), key);
+  answer = co_await ask_maps(std::move(request), key);
+  // A hold taken while the maps were asked wins: their answer may name the store the user
+  // is being moved away from.
+  if (held(user, &answer)) co_return answer;
   if (answer.reply.status != LookupStatus::TempFail) {
     cache_.store(key, answer, LookupCache::Clock::now());
     co_return answer;

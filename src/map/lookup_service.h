@@ -52,6 +52,8 @@ class LookupService {
   struct Flight;  // one question on its way to the maps, and who waits for its answer
   asio::awaitable<ChainReply> ask_maps(LookupRequest request, std::string cache_key);
   void finish(const std::shared_ptr<Flight>& flight, ChainReply answer);
+  // True (and *reply set to Hold) when `key` is held by switchyardctl hold.
+  bool held(const std::string& key, ChainReply* reply) const;
   void submit(std::function<void()> job);
   void run();
 
