@@ -211,8 +211,7 @@ const char* ProxySession::admit() {
 // the client table lets the address pass unlimited and unpenalised. Said at most once a
 // minute per worker (it happens under a flood from many addresses).
 void ProxySession::note_uncounted(const char* what) {
-  static std::int64_t last_said = 0;
-  static unsigned long long unsaid = 0;
+  auto& [last_said, unsaid] = rt_.uncounted;
   const std::int64_t now = steady_now_ms();
   if (last_said != 0 && now - last_said < 60000) {
     ++unsaid;

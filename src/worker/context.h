@@ -48,6 +48,10 @@ struct WorkerContext {
   // Admission: per-address limits shared by all workers (may be null), the penalty rules.
   ClientTable* clients;
   PenaltyPolicy penalty;
+  struct {
+    std::int64_t last_said = 0;      // when a full table was last logged (steady ms)
+    unsigned long long unsaid = 0;   // addresses left uncounted since then
+  } uncounted;
 
   // Sessions: every live one, by kind and stage; draining: no longer accepting.
   SessionRegistry sessions;
