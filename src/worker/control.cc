@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -25,6 +24,12 @@ std::string join_keys(const std::vector<std::string>& keys) {
   return s;
 }
 
+// "<id> <kind> <phase> client=... key=\"...\"": one session, for who and inflight.
+std::string session_line(std::uint64_t id, const SessionRegistry::Entry& e) {
+  return std::to_string(id) + " " + kind_name(e.kind) + " " + e.handle->describe() + " key=\"" +
+         log_quote(join_keys(e.keys)) + "\"\n";
+}
+
 std::string answer(WorkerContext& rt, const std::string& line) {
   std::string cmd = line.substr(0, line.find(' '));
   std::string arg = line.size() > cmd.size() ? line.substr(cmd.size() + 1) : std::string();
@@ -35,9 +40,7 @@ std::string answer(WorkerContext& rt, const std::string& line) {
           std::to_string(rt.sessions.count(SessionStage::PreLogin)) + " cache " +
           std::to_string(rt.lookups.cache_size()) + "\n";
   } else if (cmd == "who") {
-    for (const auto& [id, e] : rt.sessions.entries())
-      out += std::to_string(id) + " " + kind_name(e.kind) + " " + e.handle->describe() +
-             " key=\"" + log_quote(join_keys(e.keys)) + "\"\n";
+    for (const auto& [id, e] : rt.sessions.entries()) out += session_line(id, e);
   } else if (cmd == "kick" && !arg.empty()) {
     // By map key, through the username policy: any spelling of the login matches.
     const std::string key = map_key(rt.config.username, arg);
@@ -56,9 +59,7 @@ std::string answer(WorkerContext& rt, const std::string& line) {
     // The sessions of that user still open here, one per line (none: nothing in flight).
     const std::string key = map_key(rt.config.username, arg);
     for (const auto& [id, e] : rt.sessions.entries())
-      if (std::find(e.keys.begin(), e.keys.end(), key) != e.keys.end())
-        out += std::to_string(::getpid()) + "/" + std::to_string(id) + " " + kind_name(e.kind) +
-               " " + e.handle->describe() + "\n";
+      if (e.has_key(key)) out += std::to_string(::getpid()) + "/" + session_line(id, e);
   } else if (cmd == "release" && !arg.empty()) {
     const std::string key = map_key(rt.config.username, arg);
     if (rt.holds.remove(key)) LOG_NOTICE("control: released \"%s\"", log_quote(key).c_str());

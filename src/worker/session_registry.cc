@@ -59,8 +59,8 @@ void SessionRegistry::Registration::set_key(std::string key) {
 
 void SessionRegistry::Registration::add_key(std::string key) {
   if (!registry_ || key.empty()) return;
-  auto& keys = registry_->entries_.at(id_).keys;
-  if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(std::move(key));
+  Entry& e = registry_->entries_.at(id_);
+  if (!e.has_key(key)) e.keys.push_back(std::move(key));
 }
 
 void SessionRegistry::Registration::reset() {
@@ -126,14 +126,14 @@ void SessionRegistry::Registration::set_client(std::string ip) {
 std::vector<SessionHandle*> SessionRegistry::with_key(std::string_view key) const {
   std::vector<SessionHandle*> found;
   for (const auto& [id, e] : entries_)
-    if (std::find(e.keys.begin(), e.keys.end(), key) != e.keys.end()) found.push_back(e.handle);
+    if (e.has_key(key)) found.push_back(e.handle);
   return found;
 }
 
 std::size_t SessionRegistry::kick(std::string_view key) {
   std::vector<SessionHandle*> victims;
   for (const auto& [id, e] : entries_)
-    if (e.kind != SessionKind::Lmtp && std::find(e.keys.begin(), e.keys.end(), key) != e.keys.end())
+    if (e.kind != SessionKind::Lmtp && e.has_key(key))
       victims.push_back(e.handle);
   for (SessionHandle* s : victims) s->kick();  // may leave the registry: not iterating it
   return victims.size();

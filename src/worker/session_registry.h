@@ -60,6 +60,12 @@ class SessionRegistry {
     std::vector<std::string> keys;  // the users' map keys (LMTP: one per recipient)
     std::string client;             // the client's IP address, "" when unknown
     Registration* owner = nullptr;
+
+    bool has_key(std::string_view key) const {
+      for (const auto& k : keys)
+        if (k == key) return true;
+      return false;
+    }
   };
 
   class Registration {
