@@ -105,10 +105,4 @@ void StorePool::clear() {
   reaper_armed_ = false;
 }
 
-std::size_t StorePool::size() const {
-  std::size_t n = 0;
-  for (const auto& [key, list] : idle_) n += list.size();
-  return n;
-}
-
 }  // namespace sy::lmtp

@@ -32,7 +32,6 @@ class StorePool {
   // Keeps `c` if it is reusable and there is room; otherwise closes it.
   void give(std::unique_ptr<StoreConnection> c);
   void clear();
-  std::size_t size() const;
   const StoreEnv& env() const { return env_; }
 
  private:

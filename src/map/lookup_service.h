@@ -39,7 +39,6 @@ class LookupService {
   ~LookupService();  // stops the thread (after the current lookup returns)
 
   asio::awaitable<ChainReply> lookup(LookupRequest request);
-  std::size_t queued() const { return flights_in_queue_; }  // questions not yet answered
   void flush_cache() { cache_.clear(); }
   // Forgets what the cache holds for one user (every protocol).
   void forget(const std::string& key) { cache_.forget(key + '\n'); }

@@ -121,7 +121,6 @@ class SessionRegistry {
   // session whose stage ends on it is shut down now, and any that enters such a stage
   // later is shut down then. Returns how many were shut down now.
   std::size_t stop(bool drain);
-  bool stopping() const { return stopping_; }
 
   // Called when the last session leaves while stopping.
   std::function<void()> on_empty;
