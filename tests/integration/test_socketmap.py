@@ -6,8 +6,10 @@ by the transport table, with no LMTP hop through Switchyard.
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +111,59 @@ class SocketmapTest(unittest.TestCase):
         held = self.postfix.send("sender@example.test", ["moving@example.test"],
                                  message("held", "moving@example.test"))
         self.assertEqual(held.rcpt["moving@example.test"][0] // 100, 4, held)
+
+
+class HungDirectoryTest(unittest.TestCase):
+    """A directory that stops answering: the socketmap client gets TEMP within the lookup
+    timeout (so Postfix defers, never bounces), its connection stays usable, and answers
+    come again once the directory does."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="switchyard-socketmap-hung-")
+        os.chmod(cls.tmp, 0o755)
+        map_path = make_sqlite_map(os.path.join(cls.tmp, "users.db"),
+                                   [("amy@example.test", "127.0.0.1:2424")])
+        cls.sock = os.path.join(cls.tmp, "socketmap")
+        config = ("workers = 1\nmap_dir = %s\n[log]\ntarget = \"stderr\"\nlevel = \"info\"\n\n"
+                  "[[listen]]\nprotocol = \"socketmap\"\naddress = \"unix:%s\"\n\n"
+                  "[[map]]\nmodule = %s\noptions = \"2000\"\n\n"
+                  "[[map]]\nmodule = \"sqlite\"\noptions = %s\n\n"
+                  "[lookup]\ntimeout = \"500ms\"\ncache_size = 0\n"
+                  % (toml_string(harness.map_dir()), cls.sock,
+                     toml_string(harness.test_module("sleepmap")), toml_string(map_path)))
+        cls.proxy = Switchyard(None, os.path.join(cls.tmp, "proxy"), config, ports=[])
+        harness.wait_until(lambda: os.path.exists(cls.sock), 10, "the socketmap socket")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        if not os.environ.get("SWITCHYARD_KEEP_TMP"):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def ask(self, conn, request):
+        data = request.encode()
+        conn.sendall(b"%d:%s," % (len(data), data))
+        reply = b""
+        while not reply.endswith(b","):
+            chunk = conn.recv(4096)
+            self.assertTrue(chunk, "the socketmap connection was closed")
+            reply += chunk
+        return reply.split(b":", 1)[1][:-1].decode()
+
+    def test_a_hung_directory_gives_temp_and_the_connection_goes_on(self):
+        conn = socket.socket(socket.AF_UNIX)
+        self.addCleanup(conn.close)
+        conn.settimeout(10)
+        conn.connect(self.sock)
+        started = time.monotonic()
+        self.assertEqual(self.ask(conn, "transport slowamy@example.test"),
+                         "TEMP map lookup failed")
+        self.assertLess(time.monotonic() - started, 1.5, "TEMP within the lookup timeout")
+        # Once the directory answers again, the same connection gets answers.
+        harness.wait_until(
+            lambda: self.ask(conn, "transport amy@example.test") == "OK lmtp:inet:127.0.0.1:24",
+            10, "answers after the directory recovered")
 
 
 if __name__ == "__main__":
