@@ -12,10 +12,14 @@
 //                     there and forgets it in a forked child; forget_if_inherited() only
 //                     the latter
 //   InitOptions       what dbserver_init was given, used when dbserver_get's options are NULL
-//   Calls, SY_MAP_PERDITION_FUNCTIONS
+//   Pool              connections shared by the threads that look up at once: a lookup
+//                     takes an idle one (or opens its own) and gives it back
+//   Calls, SY_MAP_PERDITION_FUNCTIONS, SY_MAP_PERDITION_FUNCTIONS_CONCURRENT
 //                     dbserver_init, dbserver_get and dbserver_fini around a module's own
-//                     three functions: one call at a time, NULL arguments refused, the
-//                     options of dbserver_init the fallback for dbserver_get's
+//                     three functions: NULL arguments refused, the options of
+//                     dbserver_init the fallback for dbserver_get's; lookups one at a time,
+//                     or (CONCURRENT, exporting switchyard_map_thread_safe) several at once
+//                     but never beside init or fini
 //   SY_MAP_EXPORT     marks an ABI function (the modules are built with -fvisibility=hidden)
 #ifndef SWITCHYARD_MAPS_COMMON_SUPPORT_H
 #define SWITCHYARD_MAPS_COMMON_SUPPORT_H
@@ -25,10 +29,17 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <unordered_set>
+#include <vector>
 
 #define SY_MAP_EXPORT __attribute__((visibility("default")))
 
@@ -101,6 +112,98 @@ void forget_if_inherited(Connection& c) {
   if (c.is_open() && c.inherited()) c.abandon();
 }
 
+// Connections of a module, shared by the lookup threads of a host that calls the module
+// from several threads at once. Connections are kept per options string (a host may
+// configure a module twice). A lookup take()s a connection: an idle open one, or a closed
+// one it opens itself (and then tells opened()); it gives it back when done, open or not.
+// Idle connections a parent process opened are forgotten (ForkGuard), never lent.
+// Connection: as drop() wants (is_open, inherited, close, abandon).
+template <class Connection>
+class Pool {
+ public:
+  explicit Pool(std::size_t max_idle = 64) : max_idle_(max_idle) {}
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // An idle connection for `options` when there is one, else a new closed one.
+  std::unique_ptr<Connection> take(const std::string& options) {
+    std::lock_guard lock(mutex_);
+    Slot& slot = slots_[options];
+    while (!slot.idle.empty()) {
+      std::unique_ptr<Connection> c = std::move(slot.idle.back());
+      slot.idle.pop_back();
+      if (c->is_open() && c->inherited()) {
+        c->abandon();
+        continue;
+      }
+      if (!c->is_open()) continue;
+      counted_.insert(c.get());
+      ++slot.lent_open;
+      return c;
+    }
+    return std::make_unique<Connection>();
+  }
+
+  // `c`, taken closed, is open now: a lookup waiting in wait_for_idle() may get it later.
+  void opened(const std::string& options, Connection* c) {
+    std::lock_guard lock(mutex_);
+    if (counted_.insert(c).second) ++slots_[options].lent_open;
+  }
+
+  // Done with `c`: kept for the next lookup when open (up to max_idle), closed otherwise.
+  void give_back(const std::string& options, std::unique_ptr<Connection> c) {
+    std::unique_ptr<Connection> excess;
+    {
+      std::lock_guard lock(mutex_);
+      Slot& slot = slots_[options];
+      if (counted_.erase(c.get()) != 0) --slot.lent_open;
+      if (c->is_open() && slot.idle.size() < max_idle_)
+        slot.idle.push_back(std::move(c));
+      else
+        excess = std::move(c);
+    }
+    cv_.notify_all();
+    if (excess) drop(*excess);
+  }
+
+  // Waits, at most `limit`, for another lookup to give an open connection back: for a
+  // lookup that could not open one of its own. nullptr when none comes (or no other
+  // lookup holds an open one).
+  std::unique_ptr<Connection> wait_for_idle(const std::string& options,
+                                            std::chrono::milliseconds limit) {
+    std::unique_lock lock(mutex_);
+    Slot& slot = slots_[options];
+    cv_.wait_for(lock, limit, [&] { return !slot.idle.empty() || slot.lent_open == 0; });
+    lock.unlock();
+    std::unique_ptr<Connection> c = take(options);
+    if (!c->is_open()) return nullptr;
+    return c;
+  }
+
+  // Closes (or forgets, when inherited) every idle connection. For fini: nothing is lent.
+  void clear() {
+    std::map<std::string, Slot> slots;
+    {
+      std::lock_guard lock(mutex_);
+      slots.swap(slots_);
+      counted_.clear();
+    }
+    for (auto& [options, slot] : slots)
+      for (auto& c : slot.idle) drop(*c);
+  }
+
+ private:
+  struct Slot {
+    std::vector<std::unique_ptr<Connection>> idle;
+    std::size_t lent_open = 0;  // open connections lookups hold now
+  };
+  std::size_t max_idle_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::string, Slot> slots_;
+  std::unordered_set<const Connection*> counted_;  // lent and counted in lent_open
+};
+
 // The options dbserver_init was given (NULL too): dbserver_get's own win, and NULL ones
 // fall back to these.
 class InitOptions {
@@ -125,14 +228,17 @@ class InitOptions {
 };
 
 // What Perdition's three functions do in every module before and after the module's own
-// code. Calls run one at a time: the host calls a module from one thread at a time but
-// not always the same one, and a host that does not promise that is still safe.
+// code. Lookups run one at a time (a host calls a module that is not thread-safe from one
+// thread at a time, but not always the same one, and a host that does not promise that is
+// still safe), or, when `concurrent`, several at once; never beside init or fini.
 class Calls {
  public:
+  explicit Calls(bool concurrent = false) : concurrent_(concurrent) {}
+
   // dbserver_init: remembers `options`, then init(options), whose code it returns.
   template <class Init>
   int init(const char* options, Init init) {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     options_.set(options);
     return init(options);
   }
@@ -145,21 +251,26 @@ class Calls {
           Lookup lookup) {
     if (key == nullptr || str_return == nullptr || len_return == nullptr)
       return SWITCHYARD_MAP_OTHER_ERROR;
-    std::lock_guard lock(mutex_);
+    if (concurrent_) {
+      std::shared_lock lock(mutex_);
+      return lookup(key, options_.effective(options), str_return, len_return);
+    }
+    std::unique_lock lock(mutex_);
     return lookup(key, options_.effective(options), str_return, len_return);
   }
 
   // dbserver_fini: fini(), and dbserver_init's options forgotten; 0.
   template <class Fini>
   int fini(Fini fini) {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     fini();
     options_.reset();
     return 0;
   }
 
  private:
-  std::mutex mutex_;
+  bool concurrent_;
+  std::shared_mutex mutex_;
   InitOptions options_;
 };
 
@@ -175,9 +286,18 @@ class Calls {
 //                                     one lookup, with the options as Calls::get says
 //   void FINI()                       drop what is open
 // Use once, at global scope, followed by ';'.
-#define SY_MAP_PERDITION_FUNCTIONS(INIT, LOOKUP, FINI)                                    \
+#define SY_MAP_PERDITION_FUNCTIONS(INIT, LOOKUP, FINI) \
+  SY_MAP_PERDITION_FUNCTIONS_WITH(false, INIT, LOOKUP, FINI)
+
+// The same for a module whose LOOKUP may run in several threads at once: exports
+// switchyard_map_thread_safe = 1, and runs lookups side by side (never beside INIT or FINI).
+#define SY_MAP_PERDITION_FUNCTIONS_CONCURRENT(INIT, LOOKUP, FINI) \
+  extern "C" SY_MAP_EXPORT const int switchyard_map_thread_safe = 1; \
+  SY_MAP_PERDITION_FUNCTIONS_WITH(true, INIT, LOOKUP, FINI)
+
+#define SY_MAP_PERDITION_FUNCTIONS_WITH(CONCURRENT, INIT, LOOKUP, FINI)                   \
   namespace {                                                                             \
-  ::sy::maps::Calls sy_map_calls;                                                         \
+  ::sy::maps::Calls sy_map_calls(CONCURRENT);                                             \
   }                                                                                       \
   extern "C" {                                                                            \
   SY_MAP_EXPORT int dbserver_init(char* options) {                                        \

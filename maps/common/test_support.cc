@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -343,6 +344,105 @@ TEST(MapSupportCalls, OneCallAtATime) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(overlaps.load(), 0);
+}
+
+TEST(MapSupportCalls, ConcurrentLookupsRunSideBySideButNeverBesideFini) {
+  sy::maps::Calls calls(true);
+  std::atomic<int> inside{0}, most{0}, fini_overlaps{0};
+  auto lookup = [&](const char*, const char*, char**, std::size_t*) {
+    int now = inside.fetch_add(1) + 1;
+    for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
+    }
+    // Stay inside until another lookup joins (bounded), so an overlap is certain.
+    for (int spin = 0; spin < 200000 && most.load() < 2; ++spin) std::this_thread::yield();
+    inside.fetch_sub(1);
+    return SWITCHYARD_MAP_NOT_FOUND;
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      char* str = nullptr;
+      std::size_t len = 0;
+      for (int i = 0; i < 200; ++i) calls.get("k", nullptr, &str, &len, lookup);
+      calls.fini([&] {
+        if (inside.load() != 0) fini_overlaps.fetch_add(1);
+      });
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_GE(most.load(), 2);
+  EXPECT_EQ(fini_overlaps.load(), 0);
+}
+
+// --- the connection pool ------------------------------------------------------------------
+
+TEST(MapSupportPool, AGivenBackConnectionIsLentAgainAClosedOneIsNot) {
+  sy::maps::Pool<FakeConnection> pool;
+  auto a = pool.take("x");
+  EXPECT_FALSE(a->is_open());  // none yet: the lookup opens its own
+  a->connect();
+  pool.opened("x", a.get());
+  FakeConnection* first = a.get();
+  pool.give_back("x", std::move(a));
+  auto b = pool.take("x");
+  EXPECT_EQ(b.get(), first);
+  EXPECT_TRUE(b->is_open());
+  auto c = pool.take("x");  // the only one is lent: a new, closed one
+  EXPECT_NE(c.get(), first);
+  EXPECT_FALSE(c->is_open());
+  auto other = pool.take("y");  // another options string never gets x's
+  EXPECT_FALSE(other->is_open());
+  b->close();
+  pool.give_back("x", std::move(b));
+  pool.give_back("x", std::move(c));
+  pool.give_back("y", std::move(other));
+  EXPECT_FALSE(pool.take("x")->is_open());  // closed ones were not kept
+}
+
+TEST(MapSupportPool, KeepsAtMostMaxIdleAndClosesTheRest) {
+  sy::maps::Pool<FakeConnection> pool(1);
+  auto a = pool.take("x"), b = pool.take("x");
+  a->connect();
+  b->connect();
+  pool.give_back("x", std::move(a));
+  pool.give_back("x", std::move(b));  // one idle already: closed and freed
+  auto again = pool.take("x");
+  EXPECT_TRUE(again->is_open());
+  EXPECT_FALSE(pool.take("x")->is_open());
+  pool.give_back("x", std::move(again));
+  pool.clear();
+  EXPECT_FALSE(pool.take("x")->is_open());
+}
+
+TEST(MapSupportPool, AForkedChildNeverBorrowsItsParentsConnections) {
+  sy::maps::Pool<FakeConnection> pool;
+  auto a = pool.take("x");
+  a->connect();
+  pool.give_back("x", std::move(a));
+  EXPECT_EQ(in_child([&] {
+              auto c = pool.take("x");
+              return c->is_open() ? 1 : 0;
+            }),
+            0);
+  EXPECT_TRUE(pool.take("x")->is_open());  // the parent still has it
+}
+
+TEST(MapSupportPool, WaitForIdleGetsWhatAnotherLookupGivesBack) {
+  sy::maps::Pool<FakeConnection> pool;
+  // Nobody holds an open one: no waiting at all.
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(pool.wait_for_idle("x", std::chrono::seconds(5)), nullptr);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  auto held = pool.take("x");
+  held->connect();
+  pool.opened("x", held.get());
+  FakeConnection* raw = held.get();
+  std::thread other([&] { pool.give_back("x", std::move(held)); });
+  auto got = pool.wait_for_idle("x", std::chrono::seconds(5));
+  other.join();
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(got.get(), raw);
+  pool.give_back("x", std::move(got));
 }
 
 std::optional<int> parse_number(const char* text, std::string* error) {

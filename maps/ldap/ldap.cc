@@ -8,9 +8,10 @@
 // The first entry found answers (see make_answer): attribute 1 is the store user, 2 the
 // store host, 3 the port.
 //
-// Connections: one per process and options string (a host may configure the module
-// twice, e.g. for two directories), kept between lookups; the host calls a module from one
-// thread at a time. dbserver_init checks the options (bad options: -3) and connects and
+// Connections: per options string (a host may configure the module twice, e.g. for two
+// directories), kept between lookups, one for each lookup running at the same time: the
+// module is thread-safe, each lookup works on a connection no other thread uses (a pool in
+// maps/common/support.h). dbserver_init checks the options (bad options: -3) and connects and
 // binds, before the host drops privileges; a server that cannot be reached or refuses the
 // bind then is reported on stderr but is not fatal (init returns 0): lookups connect again,
 // and answer -1 while it lasts, so a directory outage never stops the proxy from starting
@@ -39,7 +40,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -132,31 +133,10 @@ struct Connection : sy::maps::ForkGuard {
   }
 };
 
-// One connection per options string: a host may configure the module twice (two [[map]]
-// entries, e.g. two directories or two bind identities), each call passing its own options.
-std::map<std::string, Connection> g_connections;
-constexpr std::size_t kMaxConnections = 16;
-
-// Drops the connections a parent process opened (see Connection::abandon).
-void abandon_inherited() {
-  for (auto it = g_connections.begin(); it != g_connections.end();) {
-    if (it->second.is_open() && it->second.inherited()) {
-      it->second.abandon();
-      it = g_connections.erase(it);
-    } else {
-      ++it;
-    }
-  }
-}
-
-Connection& connection_for(const std::string& options_text) {
-  abandon_inherited();
-  if (g_connections.size() >= kMaxConnections && !g_connections.contains(options_text)) {
-    for (auto& [text, c] : g_connections) c.close();
-    g_connections.clear();
-  }
-  return g_connections[options_text];
-}
+// Connections per options string (a host may configure the module twice, e.g. two
+// directories or two bind identities, each call passing its own options), one for each
+// lookup running at the same time.
+sy::maps::Pool<Connection> g_pool;
 
 bool valid_dn(const std::string& dn) {
   LDAPDN parsed = nullptr;
@@ -311,25 +291,22 @@ int search(Connection& c, const LdapOptions& opts, const char* key, char** str_r
   return sy::maps::return_answer(*answer, str_return, len_return);
 }
 
-// Options: dbserver_get's, or dbserver_init's when NULL (sy::maps::Calls).
-int lookup(const char* key, const char* options, char** str_return, size_t* len_return) {
-  SigpipeGuard guard;
-  auto opts = sy::maps::parse_or_report(read_options, options, report);
-  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
+// One lookup on `c`, which is opened first when closed.
+int lookup_on(Connection& c, const LdapOptions& opts, const std::string& options_text,
+              const char* key, char** str_return, size_t* len_return) {
   std::string error;
-
-  Connection& c = connection_for(options ? options : "");
   for (int attempt = 0;; ++attempt) {
     bool reused = c.is_open();
     if (!reused) {
-      int rc = open_connection(*opts, &c, &error);
+      int rc = open_connection(opts, &c, &error);
       if (rc != SWITCHYARD_MAP_FOUND) {
         report(error);
         return rc;
       }
+      g_pool.opened(options_text, &c);
     }
     int level_rc = LDAP_SUCCESS;
-    int rc = search(c, *opts, key, str_return, len_return, &level_rc, &error);
+    int rc = search(c, opts, key, str_return, len_return, &level_rc, &error);
     if (level_rc != LDAP_SUCCESS && connection_level(level_rc)) {
       c.close();
       if (reused && attempt == 0 && worth_a_retry(level_rc)) continue;  // a stale connection
@@ -339,15 +316,30 @@ int lookup(const char* key, const char* options, char** str_return, size_t* len_
   }
 }
 
+// Options: dbserver_get's, or dbserver_init's when NULL (sy::maps::Calls). Runs in several
+// threads at once, each on a connection of its own from the pool.
+int lookup(const char* key, const char* options, char** str_return, size_t* len_return) {
+  SigpipeGuard guard;
+  auto opts = sy::maps::parse_or_report(read_options, options, report);
+  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
+  const std::string options_text = options ? options : "";
+  std::unique_ptr<Connection> c = g_pool.take(options_text);
+  int rc = lookup_on(*c, *opts, options_text, key, str_return, len_return);
+  g_pool.give_back(options_text, std::move(c));
+  return rc;
+}
+
 int init(const char* options) {
   SigpipeGuard guard;
   auto opts = sy::maps::parse_or_report(read_options, options, report);
   if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
-  Connection& c = connection_for(options ? options : "");
-  c.close();
+  const std::string options_text = options ? options : "";
+  std::unique_ptr<Connection> c = g_pool.take(options_text);
+  c->close();
   // Connect now, while the host still runs as root; an unreachable directory is not fatal.
   std::string error;
-  int rc = open_connection(*opts, &c, &error);
+  int rc = open_connection(*opts, c.get(), &error);
+  g_pool.give_back(options_text, std::move(c));
   if (rc == SWITCHYARD_MAP_OTHER_ERROR) {  // libldap refused the URL or an option
     report(error);
     return SWITCHYARD_MAP_OTHER_ERROR;
@@ -358,10 +350,9 @@ int init(const char* options) {
 
 void fini() {
   SigpipeGuard guard;
-  for (auto& [text, c] : g_connections) sy::maps::drop(c);
-  g_connections.clear();
+  g_pool.clear();
 }
 
 }  // namespace
 
-SY_MAP_PERDITION_FUNCTIONS(init, lookup, fini);
+SY_MAP_PERDITION_FUNCTIONS_CONCURRENT(init, lookup, fini);

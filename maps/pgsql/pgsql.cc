@@ -9,8 +9,12 @@
 // at the first blank (Perdition's reading of char(n) columns), a NULL or empty port or user
 // is left out, a bare IPv6 servername gets brackets.
 //
-// Connection: one per process, kept between lookups (the host calls a module from one
-// thread at a time, not always the same thread). Each session gets statement_timeout
+// Connections: kept between lookups, one for each lookup running at the same time (the
+// module is thread-safe: each lookup works on a session no other thread uses, from a pool
+// in maps/common/support.h). The first is opened by dbserver_init, as root; more are
+// opened as concurrent lookups need them, with the worker's privileges: when one cannot
+// be (credentials only root may read), the lookup waits for a session another lookup
+// holds, so lookups go one at a time instead of failing. Each session gets statement_timeout
 // (default 5 s) and default_transaction_read_only = on: a lookup never writes.
 // dbserver_init checks the options and connects; when the server cannot be reached it
 // says so on stderr and still returns 0, since an outage must not stop the proxy from
@@ -29,7 +33,9 @@
 #include <libpq-fe.h>
 #include <switchyard/map.h>
 
+#include <chrono>
 #include <cstdio>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -138,7 +144,8 @@ struct Connection : sy::maps::ForkGuard {
   void abandon() { conn = nullptr; }
 };
 
-Connection g_connection;
+// Sessions per options string, one for each lookup running at the same time.
+sy::maps::Pool<Connection> g_pool;
 
 struct OpenResult {
   int rc = SWITCHYARD_MAP_FOUND;
@@ -284,32 +291,39 @@ Attempt run_lookup(Connection& c, const char* key) {
   return out;
 }
 
-// Options: dbserver_get's, or dbserver_init's when NULL (sy::maps::Calls).
-int lookup(const char* key, const char* options, char** str_return, size_t* len_return) {
-  auto opts = sy::maps::parse_or_report(parse_and_check, options, report);
-  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
-  const std::string options_text = options ? options : "";
-  const std::string where = sy::pgsql::describe(*opts);
-
-  Connection& c = g_connection;
-  sy::maps::forget_if_inherited(c);
-  if (c.is_open() && (c.options != options_text || PQstatus(c.conn) != CONNECTION_OK)) c.close();
-  bool reused = c.is_open();
+// One lookup on `c`, which is opened first when closed. When a second session cannot be
+// opened while another lookup holds one (credentials only root could read, used at init;
+// a server at its connection limit), waits for that one, as long as a statement may take.
+int lookup_on(std::unique_ptr<Connection>& c, const Options& opts, const std::string& options_text,
+              const char* key, char** str_return, size_t* len_return) {
+  const std::string where = sy::pgsql::describe(opts);
+  if (c->is_open() && PQstatus(c->conn) != CONNECTION_OK) c->close();
+  bool reused = c->is_open();
   for (;;) {
-    if (!c.is_open()) {
-      OpenResult opened = open_connection(*opts, options_text, &c);
+    if (!c->is_open()) {
+      OpenResult opened = open_connection(opts, options_text, c.get());
+      if (opened.rc != SWITCHYARD_MAP_FOUND && opened.rc != SWITCHYARD_MAP_OTHER_ERROR) {
+        auto wait = std::chrono::milliseconds(opts.statement_timeout_ms);
+        if (auto other = g_pool.wait_for_idle(options_text, wait)) {
+          c = std::move(other);
+          reused = true;
+          opened.rc = SWITCHYARD_MAP_FOUND;
+        }
+      } else if (opened.rc == SWITCHYARD_MAP_FOUND) {
+        g_pool.opened(options_text, c.get());
+      }
       if (opened.rc != SWITCHYARD_MAP_FOUND) {
         report(opened.error);
         return opened.rc;
       }
     }
-    Attempt a = run_lookup(c, key);
+    Attempt a = run_lookup(*c, key);
     if (a.rc == SWITCHYARD_MAP_FOUND)
       return sy::maps::return_answer(a.answer, str_return, len_return);
     if (a.rc == SWITCHYARD_MAP_NOT_FOUND) return SWITCHYARD_MAP_NOT_FOUND;
     // Any failure closes the session: the next lookup starts afresh (and finds the names
     // again, should the table have been renamed).
-    c.close();
+    c->close();
     if (a.lost && reused) {
       report(where + ": connection lost (" + a.error + "): reconnecting");
       reused = false;
@@ -320,13 +334,28 @@ int lookup(const char* key, const char* options, char** str_return, size_t* len_
   }
 }
 
-int init(const char* options) {
-  sy::maps::drop(g_connection);
+// Options: dbserver_get's, or dbserver_init's when NULL (sy::maps::Calls). Runs in several
+// threads at once, each on a session of its own from the pool.
+int lookup(const char* key, const char* options, char** str_return, size_t* len_return) {
   auto opts = sy::maps::parse_or_report(parse_and_check, options, report);
   if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
+  const std::string options_text = options ? options : "";
+  std::unique_ptr<Connection> c = g_pool.take(options_text);
+  int rc = lookup_on(c, *opts, options_text, key, str_return, len_return);
+  g_pool.give_back(options_text, std::move(c));
+  return rc;
+}
+
+int init(const char* options) {
+  auto opts = sy::maps::parse_or_report(parse_and_check, options, report);
+  if (!opts) return SWITCHYARD_MAP_OTHER_ERROR;
+  const std::string options_text = options ? options : "";
+  std::unique_ptr<Connection> c = g_pool.take(options_text);
+  c->close();
   // The session stays open for the lookups. Switchyard runs init before it drops
   // privileges, so credentials only root may read (a client key, a .pgpass) work here.
-  OpenResult opened = open_connection(*opts, options ? options : "", &g_connection);
+  OpenResult opened = open_connection(*opts, options_text, c.get());
+  g_pool.give_back(options_text, std::move(c));
   if (opened.rc == SWITCHYARD_MAP_FOUND) return 0;
   if (!opened.connected) {
     report(opened.error + " (lookups fail temporarily until it answers)");
@@ -336,8 +365,8 @@ int init(const char* options) {
   return opened.rc;
 }
 
-void fini() { sy::maps::drop(g_connection); }
+void fini() { g_pool.clear(); }
 
 }  // namespace
 
-SY_MAP_PERDITION_FUNCTIONS(init, lookup, fini);
+SY_MAP_PERDITION_FUNCTIONS_CONCURRENT(init, lookup, fini);

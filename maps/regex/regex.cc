@@ -6,7 +6,8 @@
 // load); the rules stay in memory, which is safe across fork(). dbserver_get uses them, or
 // loads the file first when nothing is loaded yet or its options name another file; the
 // file is read again only after dbserver_fini / dbserver_init (the host does that on
-// SIGHUP). Returns 0 with a malloc'd NUL-terminated answer, -2 when no rule matches, -1
+// SIGHUP). Thread-safe: lookups take turns under a lock (a match is microseconds).
+// Returns 0 with a malloc'd NUL-terminated answer, -2 when no rule matches, -1
 // when the file does not load or a match fails (PCRE2 limits), -3 on bad arguments.
 #include <switchyard/map.h>
 
@@ -48,6 +49,8 @@ bool ensure_loaded(const std::string& path) {
 }  // namespace
 
 extern "C" {
+
+SY_MAP_EXPORT extern const int switchyard_map_thread_safe = 1;
 
 SY_MAP_EXPORT int dbserver_init(char* options) {
   std::lock_guard lock(g_mutex);

@@ -295,4 +295,7 @@ void fini() { sy::maps::drop(g_connection); }
 
 }  // namespace
 
+// Thread-safe: lookups take turns on the one connection (sy::maps::Calls), each a few
+// microseconds on a local file, so the host need not keep other maps waiting for them.
+extern "C" SY_MAP_EXPORT const int switchyard_map_thread_safe = 1;
 SY_MAP_PERDITION_FUNCTIONS(init, lookup, fini);

@@ -329,7 +329,8 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"cache_size", r.integer(&l.cache_size, 0, 10000000)},
                    {"timeout", r.duration(&l.timeout)},
                    {"queue_limit", r.integer(&l.queue_limit, 1, 1000000)},
-                   {"per_client_limit", r.integer(&l.per_client_limit, 1, 1000000)}});
+                   {"per_client_limit", r.integer(&l.per_client_limit, 1, 1000000)},
+                   {"concurrency", r.integer(&l.concurrency, 1, 256)}});
   };
   auto limits = [&](const toml::table& t) {
     LimitsConfig& l = c.limits;

@@ -80,6 +80,7 @@ struct LookupConfig {
   Millis timeout{10'000};    // a lookup not answered by then is TempFail
   std::size_t queue_limit = 128;   // lookups waiting for the maps per worker; more: TempFail
   std::size_t per_client_limit = 8;  // of those, from one client address
+  std::size_t concurrency = 16;  // lookups asked at once per worker (lookup threads)
 };
 
 struct LimitsConfig {

@@ -10,6 +10,11 @@ ChainReply MapChain::lookup(const LookupRequest& request) const {
   auto start = std::chrono::steady_clock::now();
   ChainReply out;
   for (const auto& m : maps_) {
+    if (!request.wanted()) {
+      out.reply.status = LookupStatus::TempFail;
+      out.reply.detail = "nobody waits for this lookup";
+      break;
+    }
     MapReply r = m->lookup(request);
     if (r.status != LookupStatus::NotFound) {
       out.reply = std::move(r);

@@ -3,6 +3,7 @@
 #ifndef SWITCHYARD_MAP_LOOKUP_H
 #define SWITCHYARD_MAP_LOOKUP_H
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,10 @@ struct LookupRequest {
   const char* protocol = "cli";  // imap, pop3, lmtp, socketmap, cli
   std::string client_address;    // "" when unknown
   std::string local_address;
+  // Set by the event loop when everybody waiting for the answer has given up: a map not
+  // asked yet is then not asked at all (nullptr: always wanted).
+  const std::atomic<bool>* abandoned = nullptr;
+  bool wanted() const { return abandoned == nullptr || !abandoned->load(std::memory_order_relaxed); }
 };
 
 // One map in the chain. lookup() may block (it runs on a lookup thread, never on the

@@ -1,6 +1,7 @@
-// Lookup thread (see lookup_service.h).
+// Lookup threads (see lookup_service.h).
 #include "map/lookup_service.h"
 
+#include <algorithm>
 #include <atomic>
 #include <vector>
 
@@ -9,7 +10,7 @@
 namespace sy {
 
 // A question on its way to the maps. `waiting` and `waiters` are the loop's; `abandoned`
-// is how the loop tells the lookup thread that nobody wants the answer any more.
+// is how the loop tells the lookup threads that nobody wants the answer any more.
 struct LookupService::Flight {
   std::string key;     // cache key
   std::string client;  // whose per-client count it holds ("" for none)
@@ -66,36 +67,45 @@ LookupService::LookupService(asio::io_context& io, std::shared_ptr<const MapChai
       cache_(cache_settings(config)),
       queue_limit_(config.queue_limit),
       per_client_limit_(config.per_client_limit),
-      thread_([this] { run(); }) {}
+      max_threads_(std::max<std::size_t>(1, config.concurrency)) {}
 
 LookupService::~LookupService() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
-  cv_.notify_one();
-  if (thread_.joinable()) thread_.join();
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
 }
 
+// On the loop. A thread more is started when none is idle, up to the limit; past it the
+// job waits in jobs_ for the first thread that comes free.
 void LookupService::submit(std::function<void()> job) {
+  bool start = false;
   {
     std::lock_guard lock(mu_);
     jobs_.push_back(std::move(job));
+    if (idle_threads_ < jobs_.size() && threads_.size() < max_threads_) start = true;
   }
-  cv_.notify_one();
+  if (start)
+    threads_.emplace_back([this] { run(); });
+  else
+    cv_.notify_one();
 }
 
 void LookupService::run() {
+  std::unique_lock lock(mu_);
   for (;;) {
-    std::function<void()> job;
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
-      if (stop_) return;
-      job = std::move(jobs_.front());
-      jobs_.pop_front();
-    }
+    ++idle_threads_;
+    cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+    --idle_threads_;
+    if (stop_) return;
+    std::function<void()> job = std::move(jobs_.front());
+    jobs_.pop_front();
+    lock.unlock();
     job();
+    job = nullptr;  // what it holds goes with it, outside the lock
+    lock.lock();
   }
 }
 
@@ -155,9 +165,9 @@ asio::awaitable<ChainReply> LookupService::ask_maps(LookupRequest request,
       ++flights_in_queue_;
       if (!flight->client.empty()) ++per_client_[flight->client];
       // The job hands its reference back to the loop, so the flight ends on the loop.
+      k.abandoned = &flight->abandoned;  // the job holds the flight: it outlives k
       submit([this, flight, k = std::move(k)]() {
-        ChainReply r = flight->abandoned ? temp_fail("nobody waits for this lookup")
-                                         : chain_->lookup(k);
+        ChainReply r = chain_->lookup(k);
         asio::post(io_, [this, flight, r = std::move(r)]() mutable { finish(flight, std::move(r)); });
       });
     }

@@ -1,6 +1,7 @@
-// Runs map lookups off the event loop: one lookup thread per worker calls the map chain
-// (so a module is called from one thread at a time), and each answer comes back to the
-// loop as a completion. A lookup not answered within the deadline completes as TempFail;
+// Runs map lookups off the event loop: up to [lookup] concurrency lookup threads per
+// worker call the map chain, started as the questions need them (a module that does not
+// declare itself thread-safe is still called from one thread at a time: MapModule locks),
+// and each answer comes back to the loop as a completion. A lookup not answered within the deadline completes as TempFail;
 // its late answer is dropped. Answers are cached on the loop (see cache.h): a fresh hit
 // never leaves the loop, and a stale one stands in when the maps fail.
 //
@@ -19,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "net/socket.h"  // Asio, included the one way
 #include <thread>
@@ -36,7 +38,7 @@ class LookupService {
  public:
   LookupService(asio::io_context& io, std::shared_ptr<const MapChain> chain,
                 const LookupConfig& config);
-  ~LookupService();  // stops the thread (after the current lookup returns)
+  ~LookupService();  // stops the threads (after the lookups they are in return)
 
   asio::awaitable<ChainReply> lookup(LookupRequest request);
   void flush_cache() { cache_.clear(); }
@@ -71,7 +73,9 @@ class LookupService {
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
   bool stop_ = false;
-  std::thread thread_;
+  std::size_t max_threads_;
+  std::size_t idle_threads_ = 0;  // waiting for a job (under mu_)
+  std::vector<std::thread> threads_;  // started by submit() on the loop, joined at the end
 };
 
 }  // namespace sy

@@ -172,6 +172,12 @@ MapReply MapModule::lookup(const LookupRequest& request) {
   if (request.key.find('\0') != std::string::npos || request.key.empty()) return MapReply{};
   std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
   if (!thread_safe_) lock.lock();
+  if (!request.wanted()) {  // given up on while it waited for its turn
+    MapReply r;
+    r.status = LookupStatus::TempFail;
+    r.detail = "nobody waits for this lookup";
+    return r;
+  }
   return ext_ ? extended_lookup(request) : classic_lookup(request.key);
 }
 

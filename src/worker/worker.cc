@@ -121,7 +121,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
     return 2;
   }
   // One thread runs the loop and alone touches the sockets: no locking in the reactor.
-  // (Completions posted from the lookup thread still go through the locked queue.)
+  // (Completions posted from the lookup threads still go through the locked queue.)
   asio::io_context io(ASIO_CONCURRENCY_HINT_UNSAFE_IO);
   // The control socket is made as root, so that only root may use it.
   std::unique_ptr<ControlSocket> control;

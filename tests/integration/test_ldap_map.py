@@ -339,7 +339,8 @@ class LdapModuleTest(unittest.TestCase):
         out = subprocess.run([nm, "-D", "--defined-only", module_path()], check=True,
                              stdout=subprocess.PIPE, text=True, timeout=30).stdout
         names = {line.split()[-1] for line in out.splitlines() if line.strip()}
-        self.assertEqual(names, {"dbserver_init", "dbserver_get", "dbserver_fini"})
+        self.assertEqual(names, {"dbserver_init", "dbserver_get", "dbserver_fini",
+                                 "switchyard_map_thread_safe"})
 
 
 class LdapReconnectTest(unittest.TestCase):

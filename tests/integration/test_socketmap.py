@@ -133,7 +133,19 @@ class HungDirectoryTest(unittest.TestCase):
                   % (toml_string(harness.map_dir()), cls.sock,
                      toml_string(harness.test_module("sleepmap")), toml_string(map_path)))
         cls.proxy = Switchyard(None, os.path.join(cls.tmp, "proxy"), config, ports=[])
-        harness.wait_until(lambda: os.path.exists(cls.sock), 10, "the socketmap socket")
+        harness.wait_until(lambda: cls.accepts(cls.sock), 10, "the socketmap socket")
+
+    @staticmethod
+    def accepts(path):
+        """True when the socket at `path` takes a connection (bound is not enough)."""
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     @classmethod
     def tearDownClass(cls):
