@@ -4,6 +4,7 @@
 #include "master/master.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -99,8 +100,78 @@ bool load_tls(const Config& c, std::vector<BoundListener>* listeners,
   return true;
 }
 
+// Loads every map (dbserver_init, then dbserver_fini, as Perdition does at start) in a
+// child process and reports how that went. The master itself never loads a module: what
+// a module leaves behind at each load (libldap keeps state that dlclose loses: ~7 KB a
+// reload) or breaks (a crash in dbserver_init) stays out of the long-lived master, and a
+// module whose init hangs is given up on after kMapCheckLimit.
+constexpr int kMapCheckLimitMs = 60'000;
+
 bool check_maps(const Config& c, std::string* error) {
-  return load_chain(c, error) != nullptr;  // init + fini, as Perdition does at start
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    *error = std::string("cannot check the maps: pipe: ") + std::strerror(errno);
+    return false;
+  }
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    *error = std::string("cannot check the maps: fork: ") + std::strerror(errno);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return false;
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string why;
+    bool ok = load_chain(c, &why) != nullptr;  // destroyed here: dbserver_fini runs
+    for (std::size_t done = 0; !ok && done < why.size();) {
+      ssize_t n = ::write(fds[1], why.data() + done, why.size() - done);
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    std::fflush(nullptr);
+    ::_exit(ok ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string why;
+  bool timed_out = false;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kMapCheckLimitMs);
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{fds[0], POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the child is done
+    if (why.size() < 65536) why.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) {
+    *error = "the maps did not load within " + std::to_string(kMapCheckLimitMs / 1000) +
+             "s (a dbserver_init that hangs?)";
+    return false;
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  if (WIFSIGNALED(status)) {
+    *error = "loading the maps killed the checking process (signal " +
+             std::to_string(WTERMSIG(status)) + ": a map module crashed in dbserver_init)";
+    return false;
+  }
+  *error = why.empty() ? "the maps did not load" : why;
+  return false;
 }
 
 // The key of the client table's hash, new at each start: without it, an attacker could
@@ -345,6 +416,12 @@ int run_master(const MasterOptions& options) {
     return 0;
   }
   ::signal(SIGPIPE, SIG_IGN);  // splice() to a closed socket raises SIGPIPE
+  // Held from here: a SIGHUP (or SIGTERM) that comes once the ports answer but before the
+  // supervisor's loop runs waits for it instead of killing the daemon.
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
   log_setup(config.log, options.foreground, "switchyard");
   if (!check_maps(config, &error)) {
     LOG_ERROR("%s", error.c_str());
@@ -374,14 +451,11 @@ int run_master(const MasterOptions& options) {
   std::unique_ptr<ClientTable> clients = ClientTable::create(random_hash_key());
   if (!clients) LOG_WARN("no shared memory for per-address limits; they are off");
   if (config.workers == 0) {
+    ::sigprocmask(SIG_UNBLOCK, &set, nullptr);  // the worker's loop takes them itself
     int rc = run_worker(config, listeners, store_tls, clients.get());
     if (!config.pid_file.empty()) ::unlink(config.pid_file.c_str());
     return rc;
   }
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
-  ::sigprocmask(SIG_BLOCK, &set, nullptr);
   Supervisor sup(std::move(config), std::move(bound), std::move(listeners), std::move(store_tls),
                  clients.get(), set);
   return sup.run();
