@@ -101,7 +101,7 @@ class Book:
         self.ops = []
         self.faults = []
         self.accepted = {}      # (user, message-id) -> (start, end) of the op
-        self.unacked = {}       # (user, message-id) sent, no positive answer -> (start, end)
+        self.unacked = {}       # (user, message-id) sent, no positive answer -> its Op
         self.partial = set()    # message-ids sent only in part (must never be stored)
         self.counter = 0
 
@@ -262,7 +262,7 @@ class Traffic:
                     raw = self.message(mid, user + "@example.test")
                     key = (user, mid)
                     with self.book.lock:
-                        self.book.unacked[key] = (op.start, None)
+                        self.book.unacked[key] = op
                     c.send(b"d APPEND INBOX {%d}\r\n" % len(raw))
                     cont = c.readline()
                     expect(cont.startswith(b"+"), "APPEND continuation: %r" % cont)
@@ -344,7 +344,7 @@ class Traffic:
                 expect(r.startswith(b"354"), "DATA: %r" % r)
                 with self.book.lock:
                     for u, _ in accepted:
-                        self.book.unacked[(u, mid)] = (op.start, None)
+                        self.book.unacked[(u, mid)] = op
                 c.send(self.message(mid, ", ".join(u + "@example.test" for u, _ in accepted))
                        + b".\r\n")
                 finals = []
@@ -629,11 +629,10 @@ def main(argv=None):
         extra = [k for k in found if k not in accepted]
         extra_unexplained = []
         for k in extra:
-            span = book.unacked.get(k)
+            op = book.unacked.get(k)   # sent in full, the answer lost
             if k[1] in book.partial:
                 extra_unexplained.append(k)   # a message cut off in DATA was stored
-            elif span is None or book.explain(span[0], time.monotonic(),
-                                              {rig.users[k[0]]}) is None:
+            elif op is None or book.explain(op.start, op.end, op.stores) is None:
                 extra_unexplained.append(k)
         lmtp_ok = sum(1 for k in accepted if "-lmtp-" in k[1])
         append_ok = len(accepted) - lmtp_ok
