@@ -45,16 +45,33 @@ static_assert(std::size(kStart) == static_cast<std::size_t>(Family::Socketmap) +
 asio::awaitable<void> accept_loop(WorkerContext& rt, Acceptor& acceptor, const BoundListener& l) {
   const ListenConfig& listen = l.config;
   asio::steady_timer backoff(rt.io);
+  // Accept failures (out of descriptors or memory) come ten a second while they last:
+  // said at once, then at most every kAcceptWarnEvery with the count, and when it is over.
+  using SteadyClock = std::chrono::steady_clock;
+  constexpr auto kAcceptWarnEvery = std::chrono::seconds(10);
+  SteadyClock::time_point last_said{};
+  unsigned long long failures = 0;
   for (;;) {
     std::error_code ec;
     Socket s = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-      // Out of descriptors or memory: say so and breathe instead of spinning.
-      LOG_WARN("accept on %s: %s", listen.address.c_str(), ec.message().c_str());
+      // Say so and breathe instead of spinning.
+      ++failures;
+      const auto now = SteadyClock::now();
+      if (failures == 1 || now - last_said >= kAcceptWarnEvery) {
+        LOG_WARN("accept on %s: %s: new connections wait (%llu failures so far)",
+                 listen.address.c_str(), ec.message().c_str(), failures);
+        last_said = now;
+      }
       backoff.expires_after(std::chrono::milliseconds(100));
       co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
+    }
+    if (failures != 0) {
+      LOG_NOTICE("accept on %s: working again after %llu failures", listen.address.c_str(),
+                 failures);
+      failures = 0;
     }
     // (TCP_NODELAY comes from the listening socket: Linux passes it on to accepted ones.)
     if (listen.allow_from) {

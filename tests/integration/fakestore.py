@@ -65,6 +65,7 @@ What the store saw:
 """
 
 import base64
+import os
 import re
 import select
 import socket
@@ -931,9 +932,137 @@ class FakeStore:
         return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------
+# The store in a process of its own, for faults that need one: SIGKILL, SIGSTOP.
+
+class _ReportingStore(FakeStore):
+    """A FakeStore that writes "seen CONNECTION COMMAND" to stdout as each command (and
+    each greeting) arrives, before it is answered, so that a parent knows the moment."""
+
+    def _record(self, connection, command, line):
+        entry = FakeStore._record(self, connection, command, line)
+        with self._lock:
+            sys.stdout.write("seen %d %s\n" % (connection, command))
+            sys.stdout.flush()
+        return entry
+
+
+def _serve_spec(spec):
+    store = _ReportingStore(spec["protocol"], port=spec.get("port", 0),
+                            host=spec.get("host", HOST), users=spec.get("users"),
+                            name=spec.get("name", "fake"))
+    for rule in spec.get("rules", []):
+        rule = dict(rule)
+        store.on(rule.pop("command"), rule.pop("reply", None), **rule)
+    store.start()
+    sys.stdout.write("port %d\n" % store.port)
+    sys.stdout.flush()
+    # Until the parent closes our stdin (or kills us).
+    sys.stdin.read()
+    store.stop()
+
+
+class FakeStoreProcess:
+    """The fake store run as a child process, so that a test can SIGKILL or SIGSTOP it the
+    way a real store's process dies or hangs, at a point the rules make precise (e.g. a
+    rule that hangs at LOGIN, then a SIGKILL once seen("LOGIN") says it arrived).
+
+        store = FakeStoreProcess("imap", users={"amy": "pw"},
+                                 rules=[{"command": "LOGIN", "hang": True}]).start()
+        store.wait_seen("LOGIN"); store.signal(signal.SIGKILL)
+
+    users as for FakeStore (a set for LMTP is given as a list); rules: on()'s arguments as
+    dicts with a "command" key.  Stopped by PID.
+    """
+
+    def __init__(self, protocol, users=None, rules=(), host=HOST, port=0, name="fake"):
+        import json
+        if isinstance(users, (set, frozenset)):
+            users = sorted(users)
+        self.spec = json.dumps({"protocol": protocol, "users": users, "rules": list(rules),
+                                "host": host, "port": port, "name": name})
+        self.host = host
+        self.port = port
+        self.process = None
+        self._seen = []
+        self._cond = threading.Condition()
+
+    def start(self, timeout=10.0):
+        import subprocess
+        self._seen = []
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve", self.spec],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        ready = threading.Event()
+
+        def reader(out):
+            for raw in out:
+                words = raw.decode("utf-8", "replace").split()
+                if words[:1] == ["port"]:
+                    self.port = int(words[1])
+                    ready.set()
+                elif words[:1] == ["seen"]:
+                    with self._cond:
+                        self._seen.append((int(words[1]), words[2]))
+                        self._cond.notify_all()
+            ready.set()
+
+        threading.Thread(target=reader, args=(self.process.stdout,), daemon=True).start()
+        if not ready.wait(timeout) or self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError("the fake store process did not start")
+        return self
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def seen(self, command=None):
+        """(connection, command) pairs received so far (optionally one command's)."""
+        with self._cond:
+            return [x for x in self._seen if command is None or x[1] == command.upper()]
+
+    def wait_seen(self, command, count=1, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len([x for x in self._seen if x[1] == command.upper()]) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the fake store did not receive %s x%d within %.1fs"
+                                         % (command, count, timeout))
+                self._cond.wait(left)
+
+    def signal(self, signum):
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signum)
+
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout=5.0):
+        """SIGCONT (in case it is stopped), then SIGKILL, by PID; wait for it."""
+        if self.process is None:
+            return
+        import signal as _signal
+        if self.process.poll() is None:
+            os.kill(self.process.pid, _signal.SIGCONT)
+            os.kill(self.process.pid, _signal.SIGKILL)
+        self.process.wait(timeout)
+        for f in (self.process.stdin, self.process.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
 def main(argv):
     """python3 fakestore.py lmtp|imap|pop3 [PORT]: a correct fake store, echoing what it
-    sees, until Ctrl-C (for trying a client by hand)."""
+    sees, until Ctrl-C (for trying a client by hand).  (--serve JSON: FakeStoreProcess's
+    child.)"""
+    if len(argv) > 2 and argv[1] == "--serve":
+        import json
+        _serve_spec(json.loads(argv[2]))
+        return
     store = FakeStore(argv[1], port=int(argv[2]) if len(argv) > 2 else 0, echo=True).start()
     sys.stderr.write("fake %s store on %s:%d\n" % (store.protocol, store.host, store.port))
     try:

@@ -530,7 +530,10 @@ class Switchyard:
     log_to_file=False leaves stdout/stderr to the caller's terminal (the demo does that).
     """
 
-    def __init__(self, binary, workdir, config_text, ports=None, start=True, log_to_file=True):
+    def __init__(self, binary, workdir, config_text, ports=None, start=True, log_to_file=True,
+                 preexec_fn=None):
+        """preexec_fn: run in the child before exec (e.g. to lower RLIMIT_NOFILE)."""
+        self.preexec_fn = preexec_fn
         self.binary = binary or switchyard_binary()
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
@@ -567,7 +570,7 @@ class Switchyard:
                 [self.binary, "-f", "-c", self.conf_path],
                 stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT if log else None,
-                cwd=self.workdir, start_new_session=True)
+                cwd=self.workdir, start_new_session=True, preexec_fn=self.preexec_fn)
         finally:
             if log:
                 log.close()
