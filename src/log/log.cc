@@ -1,6 +1,7 @@
 // Logger (see log.h).
 #include "log/log.h"
 
+#include <pthread.h>
 #include <sys/time.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@ LogLevel g_level = LogLevel::Info;
 bool g_syslog = false;
 int g_facility = LOG_MAIL;
 std::string g_ident = "switchyard";
+pid_t g_pid = 0;  // this process's, for the stderr lines (0: ask, not set up yet)
 
 int syslog_priority(LogLevel l) {
   switch (l) {
@@ -51,6 +53,9 @@ void log_setup(const LogConfig& config, bool force_stderr, const char* ident) {
   g_ident = ident;
   g_facility = facility_code(config.facility);
   g_syslog = !force_stderr && config.target == "syslog";
+  g_pid = ::getpid();
+  static bool watching_forks = false;  // every child (daemon, workers) learns its own pid
+  if (!watching_forks) watching_forks = ::pthread_atfork(nullptr, nullptr, [] { g_pid = ::getpid(); }) == 0;
   if (g_syslog) ::openlog(g_ident.c_str(), LOG_PID | LOG_NDELAY, g_facility);
 }
 
@@ -79,7 +84,8 @@ void log_message(LogLevel level, const char* format, ...) {
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
   std::fprintf(stderr, "%s.%03ld %s[%d]: %s: %s\n", stamp, static_cast<long>(tv.tv_usec / 1000),
-               g_ident.c_str(), static_cast<int>(::getpid()), level_name(level), msg);
+               g_ident.c_str(), static_cast<int>(g_pid != 0 ? g_pid : ::getpid()),
+               level_name(level), msg);
 }
 
 std::string log_quote(const std::string& s) {
