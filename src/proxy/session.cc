@@ -9,9 +9,11 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 
 #include "proxy/sasl.h"
 #include "log/log.h"
@@ -23,6 +25,70 @@
 
 namespace sy {
 namespace {
+
+// How long a kicked session waits for its store to finish what it had already received.
+constexpr auto kStoreDrainLimit = std::chrono::seconds(30);
+
+// A kicked session's store connection once the client is gone. The store is told there is
+// no more input (shutdown SHUT_WR) and finishes what it already has: an APPEND whose
+// literal is in is saved or refused, a half-sent one is dropped. What it still says is read
+// and thrown away until it closes (at most kStoreDrainLimit). The session stays in the
+// registry meanwhile, so `switchyardctl hold` returns only once the store is done with it:
+// nothing of that session is written to the old store after the copy has started.
+class StoreDrain final : public SessionHandle, public std::enable_shared_from_this<StoreDrain> {
+ public:
+  StoreDrain(asio::io_context& io, SessionRegistry::Registration registration, std::string what)
+      : sock_(io), timer_(io), registration_(std::move(registration)), what_(std::move(what)) {}
+
+  // Takes a duplicate of `fd` (the session closes its own) and starts draining.
+  bool start(int fd, const Socket::protocol_type& protocol) {
+    int copy = ::dup(fd);
+    if (copy < 0) return false;
+    std::error_code ec;
+    sock_.assign(protocol, copy, ec);
+    if (ec) {
+      ::close(copy);
+      return false;
+    }
+    registration_.set_handle(*this);
+    ::shutdown(copy, SHUT_WR);
+    timer_.expires_after(kStoreDrainLimit);
+    timer_.async_wait([self = shared_from_this()](const std::error_code& e) {
+      if (e) return;
+      LOG_WARN("kicked session: the store did not close within %llds: %s",
+               static_cast<long long>(kStoreDrainLimit.count()), self->what_.c_str());
+      self->close();
+    });
+    read();
+    return true;
+  }
+
+  void shut_down() override { close(); }
+  void kick() override { close(); }
+  std::string describe() const override { return "draining " + what_; }
+
+ private:
+  void read() {
+    sock_.async_read_some(asio::buffer(buf_),
+                          [self = shared_from_this()](const std::error_code& ec, std::size_t) {
+                            if (ec) return self->close();
+                            self->read();
+                          });
+  }
+
+  void close() {
+    timer_.cancel();
+    std::error_code ignored;
+    sock_.close(ignored);
+    registration_.reset();
+  }
+
+  Socket sock_;
+  asio::steady_timer timer_;
+  SessionRegistry::Registration registration_;
+  std::string what_;
+  char buf_[2048];
+};
 
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kReadChunk = 4096;
@@ -115,6 +181,17 @@ void ProxySession::kick() {
     return;
   }
   kicked_ = true;
+  // The store finishes what it already received before the session leaves the registry.
+  Socket& store = upstream_.socket();
+  std::error_code ec;
+  auto local = store.is_open() ? store.local_endpoint(ec) : Socket::endpoint_type();
+  if (store.is_open() && !ec) {
+    auto drain = std::make_shared<StoreDrain>(rt_.io, std::move(registration_), describe());
+    if (!drain->start(store.native_handle(), local.protocol())) {
+      LOG_WARN("kicked session %llu: cannot wait for its store: %s",
+               static_cast<unsigned long long>(id_), std::strerror(errno));
+    }
+  }
   client_.close();  // wakes both directions of the relay
   upstream_.close();
 }

@@ -63,6 +63,10 @@ void SessionRegistry::Registration::add_key(std::string key) {
   if (!e.has_key(key)) e.keys.push_back(std::move(key));
 }
 
+void SessionRegistry::Registration::set_handle(SessionHandle& handle) {
+  if (registry_) registry_->entries_.at(id_).handle = &handle;
+}
+
 void SessionRegistry::Registration::reset() {
   SessionRegistry* r = registry_;
   registry_ = nullptr;

@@ -81,6 +81,8 @@ class SessionRegistry {
     void set_key(std::string key);  // the only key ("" for none)
     void add_key(std::string key);  // one more (an LMTP recipient)
     void set_client(std::string ip);
+    // Who answers for the session from now on (it outlives the one that entered it).
+    void set_handle(SessionHandle& handle);
     void reset();  // leaves the registry (idempotent)
     explicit operator bool() const { return registry_ != nullptr; }
 

@@ -492,5 +492,51 @@ class HoldDuringLookupTest(unittest.TestCase):
         self.assertEqual(self.store1.imap_processes(), [])
         self.assertNotRegex(self.store1.log_text(), r"imap-login: Info: Login: user=<slowjane>")
 
+
+class HoldWaitsForTheStoreTest(unittest.TestCase):
+    """`hold` ends a logged-in session without cutting its store short: the store is told
+    there is no more input and finishes what it already received (an APPEND whose literal
+    is in), and hold returns only once the store has closed that connection. Before, both
+    sockets were closed at once and hold returned while the store was still saving."""
+
+    def setUp(self):
+        from fakestore import FakeStore
+        self.tmp = harness.make_workdir("switchyard-holddrain-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.store = FakeStore("imap", users={"jane": "jane-pw"}).start()
+        self.addCleanup(self.store.stop)
+        map_path = make_sqlite_map(os.path.join(self.tmp, "users.db"), [("jane", "store1")])
+        self.port = harness.free_port()
+        config = ("workers = 1\nmap_dir = %s\ncontrol_dir = %s\n"
+                  "[log]\ntarget = \"stderr\"\nlevel = \"info\"\n\n"
+                  "[[listen]]\nprotocol = \"imap\"\naddress = \"127.0.0.1:%d\"\n\n"
+                  "[[map]]\nmodule = \"sqlite\"\noptions = %s\n\n"
+                  "[backend.store1]\nhost = \"127.0.0.1\"\nimap = %d\n"
+                  % (toml_string(harness.map_dir()), toml_string(os.path.join(self.tmp, "ctl")),
+                     self.port, toml_string(map_path), self.store.port))
+        self.proxy = Switchyard(None, os.path.join(self.tmp, "proxy"), config)
+        self.addCleanup(self.proxy.stop)
+
+    def test_hold_returns_after_the_store_finished_the_command_in_flight(self):
+        self.store.on("NOOP", delay=2.0)  # a store busy saving what it was sent
+        c = LineClient(HOST, self.port)
+        self.addCleanup(c.close)
+        c.readline()
+        _, tagged = c.command("a", b"LOGIN jane jane-pw")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        c.send(b"n NOOP\r\n")
+        harness.wait_until(lambda: self.store.exchanges("NOOP"), 10, "the store to get NOOP")
+        tool = os.path.join(harness.build_dir(), "switchyardctl")
+        hold = subprocess.run([tool, "-c", self.proxy.conf_path, "-t", "10", "hold", "jane"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=30)
+        open_after_hold = self.store.open_connections()
+        self.assertEqual(hold.returncode, 0, hold.stdout + self.proxy.log_text()[-3000:])
+        # The store had closed the session's connection by the time hold returned.
+        self.assertEqual(open_after_hold, [], self.store.describe())
+        c.wait_eof(5.0)  # the client was let go at once
+        harness.wait_for_log(self.proxy.log_path, r'user="jane" phase=relay reason=kicked', 10)
+
+
 if __name__ == "__main__":
     unittest.main()
