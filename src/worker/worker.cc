@@ -24,6 +24,7 @@
 #include "socketmap/session.h"
 #include "worker/context.h"
 #include "worker/control.h"
+#include "worker/memory.h"
 
 namespace sy {
 namespace {
@@ -173,6 +174,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
   // Reloading is the master's job; a worker (or the single process) ignores SIGHUP.
   ::signal(SIGHUP, SIG_IGN);
   if (rt.control) rt.control->serve(rt);
+  watch_memory(rt);
   for (const auto& [name, b] : config.backends)
     if (b.check_interval.count() > 0 && b.imap.rfind("unix:", 0) != 0)
       asio::co_spawn(io, check_backend(rt, b), asio::detached);

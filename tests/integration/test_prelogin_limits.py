@@ -118,5 +118,31 @@ class PreLoginLimitsTest(unittest.TestCase):
             for s in socks:
                 s.close()
 
+    def test_memory_comes_back_once_the_crowd_has_gone(self):
+        # 300 clients (3 per address) each send a LOGIN with literals just under the
+        # command's 64 KiB budget and wait: ~18 MB held in the worker. Once they have gone,
+        # the worker gives that memory back to the system (malloc_trim) within seconds.
+        before = worker_rss_kb(self.proxy.pid)
+        socks = []
+        try:
+            for i in range(300):
+                s = socket.socket()
+                s.bind(("127.1.%d.%d" % (1 + i // 3, 10 + i % 3), 0))
+                s.connect((HOST, self.port))
+                socks.append(s)
+                s.sendall(b"a LOGIN")
+                for _ in range(7):
+                    s.sendall(b" {8000+}\r\n" + b"z" * 8000)
+            harness.wait_until(lambda: worker_rss_kb(self.proxy.pid) - before > 10 * 1024, 20,
+                               "the worker to hold the clients' literals")
+            peak = worker_rss_kb(self.proxy.pid)
+        finally:
+            for s in socks:
+                s.close()
+        harness.wait_until(lambda: worker_rss_kb(self.proxy.pid) - before < 4 * 1024, 20,
+                           "the worker to give the memory back")
+        print("\n  300 clients x 56 KB of literals: worker RSS %d kB -> %d kB -> %d kB"
+              % (before, peak, worker_rss_kb(self.proxy.pid)), file=sys.stderr)
+
 if __name__ == "__main__":
     unittest.main()
