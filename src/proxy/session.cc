@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 
@@ -145,8 +146,10 @@ ProxySession::ProxySession(WorkerContext& rt, Socket client, const ListenConfig&
       id_(rt.sessions.next_id()),
       protocol_(listen.info().family_name),
       deadline_(rt.io) {
-  set_client(peer_endpoint(client_.socket().native_handle()),
-             local_endpoint(client_.socket().native_handle()));
+  errno = 0;
+  Endpoint remote = peer_endpoint(client_.socket().native_handle());
+  peer_lost_ = remote.ip.empty() && errno == ENOTCONN;  // (a Unix socket's peer has no IP)
+  set_client(std::move(remote), local_endpoint(client_.socket().native_handle()));
 }
 
 ProxySession::~ProxySession() {
@@ -408,6 +411,10 @@ asio::awaitable<bool> ProxySession::store_tls_handshake(const Target& t, const s
 
 asio::awaitable<void> ProxySession::run() {
   arm_login_deadline();
+  if (peer_lost_) {  // e.g. a load balancer's health check that resets at once
+    co_await close_with("", "client gone before it was served");
+    co_return;
+  }
   if (listen_.proxy_protocol) {
     // Only from a trusted load balancer; its header names the real client.
     if (!any_contains(listen_.trusted_proxies, client_addr_.ip)) {

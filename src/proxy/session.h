@@ -185,6 +185,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   bool plaintext_listener_ok_ = false;
   bool client_unknown_ = false;  // a PROXY header gave no IP address for the client
   bool kicked_ = false;  // closed by switchyardctl kick
+  bool peer_lost_ = false;  // reset before the session began: no address to go by
   bool splicing_ = false;  // the callback relay runs (and owns a reference to us)
   std::string server_;   // the store logged in to, for switchyardctl who
   ClientPin penalty_slot_;  // failed logins from this address (empty: not counted)
