@@ -830,9 +830,11 @@ void Load::on_event(Conn& c, uint32_t events) {
     if (!flush(c)) return;
   }
   if (!c.ssl && !(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
-  // TLS: read until OpenSSL wants more from the socket (decrypted bytes it holds are not
-  // seen by epoll).
-  for (int rounds = 0; c.ssl || rounds < 16; ++rounds) {
+  // At most 16 reads (64 records under TLS) per event, for fairness: epoll reports the
+  // socket again while it has data. Bytes OpenSSL already holds are not seen by epoll, so
+  // under TLS the loop goes on while it has some.
+  for (int rounds = 0;; ++rounds) {
+    if (rounds >= (c.ssl ? 64 : 16) && !(c.ssl && SSL_has_pending(c.ssl))) break;
     ssize_t n;
     if (!c.ssl && c.literal > 0 && c.line.empty()) {
       // Skip literal bytes in the kernel: MSG_TRUNC on TCP discards without copying.

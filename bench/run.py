@@ -1143,14 +1143,20 @@ class Bench:
 
     def serve(self, name, secs):
         """Start the stores and one peer, print where to point imap-load, wait (bounded)."""
-        self.start_stores(name)
+        self.ensure_stores(name)
         peer = self.make_peer(name)
         peer.start()
         try:
-            targets = " ".join("--target " + t for t in peer.targets())
-            print("%s ready: %s --users %d --password %s; proxy PIDs %s; stores %s"
-                  % (peer.label, targets, self.args.users, PASSWORD, peer.roots(),
-                     self.store_roots()), flush=True)
+            for proto in ("imap", "pop3", "imaps", "lmtp"):
+                if proto == "imaps" and not self.tls:
+                    continue
+                try:
+                    targets = " ".join("--target " + t for t in peer.targets(proto))
+                except (KeyError, AttributeError, TypeError):
+                    continue
+                print("%s %s: %s --users %d --password %s" % (peer.label, proto, targets,
+                                                            self.args.users, PASSWORD))
+            print("proxy PIDs %s; stores %s" % (peer.roots(), self.store_roots()), flush=True)
             print("work dir %s; stops after %ds or on Ctrl-C" % (self.tmp, secs), flush=True)
             time.sleep(secs)
         finally:
