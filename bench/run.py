@@ -1507,14 +1507,17 @@ def git_describe(top):
 
 
 def build_loadgen():
-    """make bench/imap-load (rebuilt when imap-load.cc changed); in a read-only source tree
-    (make distcheck) into $abs_top_builddir/bench instead. Returns its path."""
-    if os.access(BENCH, os.W_OK):
+    """make bench/imap-load (rebuilt when imap-load.cc changed); with a build tree apart
+    from the source tree (make distcheck) into $abs_top_builddir/bench instead ("make
+    clean" removes it there). Returns its path."""
+    if os.path.realpath(harness.build_dir()) == os.path.realpath(TOP):
         out_dir, extra = BENCH, []
     else:
         out_dir = os.path.join(harness.build_dir(), "bench")
         os.makedirs(out_dir, exist_ok=True)
-        extra = ["-f", os.path.join(BENCH, "Makefile"), "VPATH=" + BENCH]
+        # vpath for the source only: with VPATH, make would take a bench/imap-load in the
+        # source tree for the target.
+        extra = ["-f", os.path.join(BENCH, "Makefile"), "--eval=vpath %.cc " + BENCH]
     r = subprocess.run(["make", "-s", "-C", out_dir] + extra, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, timeout=600)
     if r.returncode != 0:
