@@ -1253,7 +1253,8 @@ class Bench:
                    % (2 * a.users, a.sy_log_level, a.nginx_workers,
                       a.nginx_proxy_buffer or "default"))
         out.append("- CPU time measured with: %s" % self.cpu_method)
-        out.append("- each logins/bulk row is the median of %d run(s); a run during which "
+        out.append("- each logins/pop3/bulk/imaps/lmtp row is the median of %d run(s); the "
+                   "lookups and ldapstop rows are single runs; a run during which "
                    "other work used more than %.0f%% of the machine was run again (up to %d "
                    "times). \"machine busy\": all CPU in use during the run, of %d CPUs; at "
                    "~100%% the peers compete with the stores and imap-load for CPU, so a "
@@ -1336,6 +1337,10 @@ class Bench:
         if self.rows["lookups"]:
             out.append("## Lookups through a map with a fixed latency (tests/modules/latencymap), "
                        "[lookup] cache_size = 0, IMAP logins, %gs per run\n" % a.login_secs)
+            out.append("Every login asks the map; \"default\" is the [lookup] concurrency the "
+                       "daemon ships with (lookups in flight per worker); 1 is one lookup at a "
+                       "time per worker, what the serial design did. The ceiling is workers x "
+                       "concurrency / latency logins/s.\n")
             out.append("| map latency | [lookup] concurrency | workers | clients | logins/s | "
                        "login p50 ms | login p99 ms | proxy CPU ms/login | errors | machine busy |")
             out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
