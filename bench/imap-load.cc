@@ -1,14 +1,25 @@
-// imap-load: a small IMAP load generator for the Switchyard side-by-side benchmark.
+// imap-load: a small IMAP/POP3/LMTP load generator for the Switchyard side-by-side
+// benchmark.
 //
-// Plain sockets and epoll, one thread, no external libraries. Three modes:
+// Sockets and epoll, one thread; OpenSSL for --tls. Four modes:
 //
 //   logins  C clients each loop: connect, greeting, "a LOGIN user pass", tagged OK,
 //           "b LOGOUT", read until the server closes. For D seconds or N logins.
+//           --proto pop3: greeting, "USER user", +OK, "PASS pass", +OK, "QUIT", close.
 //   bulk    C clients each log in once, SELECT INBOX, then repeat "f FETCH 1 BODY.PEEK[]"
 //           for D seconds. The literal is discarded in the kernel (recv MSG_TRUNC).
 //   idle    open N logged-in sessions (at most R being set up at once), print one
 //           "ESTABLISHED ..." line, hold them until stdin has a line / EOF, SIGUSR1, or
 //           --hold seconds, then close them all.
+//   lmtp    C clients each connect (LHLO) and deliver messages of --msg-size bytes, each to
+//           --rcpts recipients (printf(rcpt_fmt, k) for consecutive k), MAIL/RCPT pipelined
+//           as RFC 2033 allows, then DATA; N messages (-n) or D seconds. With --split each
+//           client holds one connection per target and sends each recipient, in a
+//           transaction of its own target's, to target[k % targets] (what an MTA does when
+//           the recipients live on different stores); a message counts when every
+//           transaction of it is answered.
+//
+// --tls speaks TLS from the first byte (imaps, pop3s); certificates are not verified.
 //
 // Every mode is bounded: -d / --max-time cap the run, each step has --timeout.
 // The last line printed is "RESULT key=value ..." for bench/run.py to parse.
@@ -29,6 +40,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <algorithm>
 #include <cinttypes>
@@ -57,7 +71,8 @@ double now_s() {
   std::exit(2);
 }
 
-enum class Mode { Logins, Bulk, Idle };
+enum class Mode { Logins, Bulk, Idle, Lmtp };
+enum class Proto { Imap, Pop3 };
 
 struct Options {
   Mode mode = Mode::Logins;
@@ -76,14 +91,23 @@ struct Options {
   double max_time = 600.0;  // whole run, any mode
   std::string fetch = "1 BODY.PEEK[]";
   bool verbose = false;
+  Proto proto = Proto::Imap;
+  bool tls = false;
+  // lmtp
+  std::string rcpt_fmt = "user%d@bench.test";
+  int rcpts = 2;
+  size_t msg_size = 2000;
+  bool split = false;
 };
 
 void usage() {
   std::fprintf(stderr,
-      "usage: imap-load logins|bulk|idle --target HOST:PORT [--target HOST:PORT ...]\n"
-      "  [--user-fmt user%%d] [--users 100] [--user-offset 0] [--password pass]\n"
-      "  [-c CONCURRENCY] [-d SECONDS] [-n LOGINS (logins) | SESSIONS (idle)]\n"
-      "  [--ramp 64] [--hold 60] [--timeout 10] [--max-time 600] [--fetch '1 BODY.PEEK[]'] [-v]\n");
+      "usage: imap-load logins|bulk|idle|lmtp --target HOST:PORT [--target HOST:PORT ...]\n"
+      "  [--proto imap|pop3] [--tls] [--user-fmt user%%d] [--users 100] [--user-offset 0]\n"
+      "  [--password pass] [-c CONCURRENCY] [-d SECONDS]\n"
+      "  [-n LOGINS (logins) | SESSIONS (idle) | MESSAGES (lmtp)]\n"
+      "  [--ramp 64] [--hold 60] [--timeout 10] [--max-time 600] [--fetch '1 BODY.PEEK[]'] [-v]\n"
+      "  lmtp: [--rcpt-fmt user%%d@bench.test] [--rcpts 2] [--msg-size 2000] [--split]\n");
   std::exit(2);
 }
 
@@ -114,6 +138,7 @@ Options parse(int argc, char** argv) {
   if (m == "logins") o.mode = Mode::Logins;
   else if (m == "bulk") o.mode = Mode::Bulk;
   else if (m == "idle") o.mode = Mode::Idle;
+  else if (m == "lmtp") o.mode = Mode::Lmtp;
   else usage();
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
@@ -138,8 +163,21 @@ Options parse(int argc, char** argv) {
     else if (a == "--max-time") o.max_time = std::atof(val().c_str());
     else if (a == "--fetch") o.fetch = val();
     else if (a == "-v") o.verbose = true;
+    else if (a == "--proto") {
+      std::string p = val();
+      if (p == "imap") o.proto = Proto::Imap;
+      else if (p == "pop3") o.proto = Proto::Pop3;
+      else usage();
+    } else if (a == "--tls") o.tls = true;
+    else if (a == "--rcpt-fmt") o.rcpt_fmt = val();
+    else if (a == "--rcpts") o.rcpts = std::atoi(val().c_str());
+    else if (a == "--msg-size") o.msg_size = static_cast<size_t>(std::atol(val().c_str()));
+    else if (a == "--split") o.split = true;
     else usage();
   }
+  if (o.proto == Proto::Pop3 && o.mode != Mode::Logins)
+    die("--proto pop3 is for the logins mode only");
+  if (o.mode == Mode::Lmtp && o.rcpts < 1) usage();
   if (o.targets.empty()) usage();
   if (o.users < 1 || o.concurrency < 1 || o.ramp < 1) usage();
   if (o.duration <= 0 || o.timeout <= 0 || o.max_time <= 0) usage();
@@ -158,6 +196,14 @@ enum class St {
   Logout,   // LOGOUT sent: read until the server closes
   Idle,     // logged in, holding
   Parked,   // bulk: logged in and selected, waiting for the others
+  Handshake,  // TLS handshake
+  PopUser,    // USER sent
+  PopPass,    // PASS sent
+  Lhlo,       // LHLO sent
+  LReady,     // LMTP: between transactions
+  LEnvelope,  // MAIL and RCPTs sent
+  LData,      // DATA sent
+  LBody,      // message sent, waiting for one reply per accepted recipient
 };
 
 struct Conn {
@@ -171,6 +217,21 @@ struct Conn {
   bool out_pending = false;
   std::string out;      // unsent bytes
   size_t out_off = 0;
+  SSL* ssl = nullptr;
+  int target = 0;       // index into targets
+  // lmtp
+  int client = -1;      // lmtp: the client this connection belongs to
+  int replies = 0;      // replies still expected
+  int nrcpt = 0;        // RCPTs in this transaction
+  int accepted = 0;     // of those, accepted
+};
+
+struct LClient {
+  int ready = 0;        // connections that finished LHLO
+  int pending = 0;      // transactions of the current message not answered yet
+  bool failed = false;  // the current message had a rejection
+  bool dead = false;
+  double started = 0;
 };
 
 struct Stats {
@@ -179,6 +240,8 @@ struct Stats {
   long err_connect = 0, err_timeout = 0, err_rejected = 0, err_closed = 0;
   std::vector<double> login_lat;  // connect -> tagged LOGIN OK
   std::vector<double> cycle_lat;  // connect -> server closed after LOGOUT
+  std::vector<double> msg_lat;    // lmtp: MAIL sent -> last reply of the message
+  long rcpt_ok = 0, rcpt_rejected = 0, msg_failed = 0;
   uint64_t literal_bytes = 0;
   uint64_t fetches = 0;
   std::string first_error;
@@ -195,13 +258,40 @@ class Load {
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     if (ep_ < 0) die("epoll_create1: %s", std::strerror(errno));
     size_t n = o.mode == Mode::Idle ? static_cast<size_t>(o.sessions) : static_cast<size_t>(o.concurrency);
+    if (o.mode == Mode::Lmtp) {
+      per_client_ = o.split ? static_cast<int>(o.targets.size()) : 1;
+      n = static_cast<size_t>(o.concurrency) * static_cast<size_t>(per_client_);
+      lclients_.resize(static_cast<size_t>(o.concurrency));
+      build_message();
+    }
     conns_.resize(n);
     rbuf_.resize(256 * 1024);
+    if (o.tls) {
+      ctx_ = SSL_CTX_new(TLS_client_method());
+      if (!ctx_) die("SSL_CTX_new failed");
+      SSL_CTX_set_verify(ctx_, SSL_VERIFY_NONE, nullptr);
+      SSL_CTX_set_mode(ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+      SSL_CTX_set_options(ctx_, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
+    }
   }
 
   int run();
 
  private:
+  std::string rcpt_name(int k) const {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, o_.rcpt_fmt.c_str(), k + o_.user_offset);
+    return buf;
+  }
+  void build_message() {
+    std::string m = "From: bench@bench.test\r\nTo: rcpt@bench.test\r\nSubject: bench\r\n"
+                    "Message-ID: <bench@bench.test>\r\n\r\n";
+    std::string line = std::string(70, 'x') + "\r\n";
+    while (m.size() + line.size() <= o_.msg_size) m += line;
+    message_ = m + ".\r\n";
+  }
   std::string user_name(int k) const {
     char buf[256];
     std::snprintf(buf, sizeof buf, o_.user_fmt.c_str(), k + o_.user_offset);
@@ -227,9 +317,31 @@ class Load {
     }
     if (o_.verbose) std::fprintf(stderr, "error: %s\n", what);
     close_conn(c);
+    if (o_.mode == Mode::Lmtp && c.client >= 0) {
+      // A client whose connection failed stops: its other connections close with it.
+      lclients_[static_cast<size_t>(c.client)].dead = true;
+      for (int t = 0; t < per_client_; ++t) close_conn(lconn(c.client, t));
+    }
+  }
+
+  // A failure that leaves the connection usable (an LMTP rejection).
+  void soft_error(Conn& c, long Stats::*kind, const std::string& what) {
+    stats_.errors++;
+    stats_.*kind += 1;
+    if (stats_.first_error.empty()) stats_.first_error = what + " (user " + user_name(c.user) + ")";
+    if (o_.verbose) std::fprintf(stderr, "error: %s\n", what.c_str());
+  }
+
+  Conn& lconn(int client, int t) {
+    return conns_[static_cast<size_t>(client) * static_cast<size_t>(per_client_) +
+                  static_cast<size_t>(t)];
   }
 
   void close_conn(Conn& c) {
+    if (c.ssl) {
+      SSL_free(c.ssl);
+      c.ssl = nullptr;
+    }
     if (c.fd >= 0) {
       ::close(c.fd);  // also leaves the epoll set
       c.fd = -1;
@@ -243,9 +355,10 @@ class Load {
     c.out_pending = false;
   }
 
-  bool start_conn(Conn& c, int user) {
+  bool start_conn(Conn& c, int user, int target = -1) {
     c.user = user;
-    const sockaddr_in& t = o_.targets[static_cast<size_t>(user) % o_.targets.size()];
+    c.target = target >= 0 ? target : static_cast<int>(static_cast<size_t>(user) % o_.targets.size());
+    const sockaddr_in& t = o_.targets[static_cast<size_t>(c.target)];
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       c.st = St::Connecting;
@@ -290,7 +403,7 @@ class Load {
 
   bool flush(Conn& c) {
     while (c.out_off < c.out.size()) {
-      ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+      ssize_t n = io_write(c, c.out.data() + c.out_off, c.out.size() - c.out_off);
       if (n > 0) {
         c.out_off += static_cast<size_t>(n);
         continue;
@@ -309,6 +422,116 @@ class Load {
   }
 
   void step_deadline(Conn& c) { c.deadline = now_s() + o_.timeout; }
+
+  // recv()/send() or their TLS counterparts: > 0 bytes, 0 closed, -1 with errno (EAGAIN:
+  // try again on the next event).
+  ssize_t io_read(Conn& c, char* buf, size_t len) {
+    if (!c.ssl) return ::recv(c.fd, buf, len, MSG_DONTWAIT);
+    int r = SSL_read(c.ssl, buf, static_cast<int>(std::min<size_t>(len, 1 << 30)));
+    if (r > 0) return r;
+    return tls_failure(c, r);
+  }
+  ssize_t io_write(Conn& c, const char* buf, size_t len) {
+    if (!c.ssl) return ::send(c.fd, buf, len, MSG_NOSIGNAL);
+    int r = SSL_write(c.ssl, buf, static_cast<int>(std::min<size_t>(len, 1 << 30)));
+    if (r > 0) return r;
+    return tls_failure(c, r);
+  }
+  ssize_t tls_failure(Conn& c, int r) {
+    int e = SSL_get_error(c.ssl, r);
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      if (e == SSL_ERROR_WANT_WRITE) set_out(c, true);
+      errno = EAGAIN;
+      return -1;
+    }
+    unsigned long err = ERR_get_error();
+    ERR_clear_error();
+    if (e == SSL_ERROR_SYSCALL && errno == 0 && err == 0) return 0;  // EOF
+    if (e != SSL_ERROR_SYSCALL || errno == 0) errno = EPROTO;
+    return -1;
+  }
+  bool handshake(Conn& c) {
+    int r = SSL_do_handshake(c.ssl);
+    if (r == 1) {
+      c.st = St::Greeting;
+      step_deadline(c);
+      set_out(c, false);
+      return true;
+    }
+    int e = SSL_get_error(c.ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+      set_out(c, false);
+      return true;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+      set_out(c, true);
+      return true;
+    }
+    char buf[256];
+    ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+    ERR_clear_error();
+    std::string msg = std::string("TLS handshake failed: ") + buf;
+    error(c, &Stats::err_connect, msg.c_str());
+    return false;
+  }
+
+  // lmtp: the next message of client k, or QUIT when there is none.
+  void lmtp_next_message(int k) {
+    LClient& cl = lclients_[static_cast<size_t>(k)];
+    if (cl.dead) return;
+    if (stopping_ || (o_.max_logins > 0 && started_logins_ >= o_.max_logins)) {
+      cl.dead = true;
+      for (int t = 0; t < per_client_; ++t) {
+        Conn& c = lconn(k, t);
+        if (c.st != St::LReady) continue;
+        c.st = St::Logout;
+        step_deadline(c);
+        send(c, "QUIT\r\n");
+      }
+      return;
+    }
+    long j = started_logins_++;
+    std::vector<std::string> env(static_cast<size_t>(per_client_));
+    std::vector<int> n(static_cast<size_t>(per_client_), 0);
+    int first_user = -1;
+    for (int r = 0; r < o_.rcpts; ++r) {
+      int u = static_cast<int>((j * o_.rcpts + r) % o_.users);
+      if (first_user < 0) first_user = u;
+      size_t t = o_.split ? static_cast<size_t>(u) % o_.targets.size() : 0;
+      env[t] += "RCPT TO:<" + rcpt_name(u) + ">\r\n";
+      n[t]++;
+    }
+    cl.started = now_s();
+    cl.pending = 0;
+    cl.failed = false;
+    for (int t = 0; t < per_client_; ++t) {
+      if (n[static_cast<size_t>(t)] == 0) continue;
+      Conn& c = lconn(k, t);
+      c.user = first_user;
+      c.nrcpt = n[static_cast<size_t>(t)];
+      c.accepted = 0;
+      c.replies = 1 + c.nrcpt;
+      c.st = St::LEnvelope;
+      step_deadline(c);
+      cl.pending++;
+      send(c, "MAIL FROM:<bench@bench.test>\r\n" + env[static_cast<size_t>(t)]);
+      if (cl.dead) return;
+    }
+  }
+
+  void lmtp_transaction_done(Conn& c) {
+    c.st = St::LReady;
+    LClient& cl = lclients_[static_cast<size_t>(c.client)];
+    if (--cl.pending > 0) return;
+    if (cl.failed) {
+      stats_.msg_failed++;
+    } else {
+      stats_.ok++;
+      stats_.msg_lat.push_back(now_s() - cl.started);
+    }
+    lmtp_next_message(c.client);
+  }
 
   // The next thing a client does after its session ended (logins) or failed.
   void next(Conn& c) {
@@ -333,6 +556,8 @@ class Load {
 
   void on_event(Conn& c, uint32_t events);
   void on_line(Conn& c, const char* p, size_t n);
+  void on_pop3_line(Conn& c, const char* p, size_t n);
+  void on_lmtp_line(Conn& c, const char* p, size_t n);
   void check_timeouts(double t);
 
   const Options& o_;
@@ -352,12 +577,27 @@ class Load {
   long parked_ = 0;
   bool bulk_running_ = false;
   double bulk_t0_ = 0;
+  // tls
+  SSL_CTX* ctx_ = nullptr;
+  std::string cipher_;
+  // lmtp
+  int per_client_ = 1;
+  std::vector<LClient> lclients_;
+  std::string message_;
 };
 
 void Load::on_line(Conn& c, const char* p, size_t n) {
   // p[0..n) is one response line without CRLF.
   auto tagged = [&](char tag) { return n >= 2 && p[0] == tag && p[1] == ' '; };
   auto ok = [&]() { return n >= 4 && (p[2] == 'O' || p[2] == 'o') && (p[3] == 'K' || p[3] == 'k'); };
+  if (o_.mode == Mode::Lmtp) {
+    on_lmtp_line(c, p, n);
+    return;
+  }
+  if (o_.proto == Proto::Pop3) {
+    on_pop3_line(c, p, n);
+    return;
+  }
   switch (c.st) {
     case St::Greeting:
       if (n >= 4 && std::memcmp(p, "* OK", 4) == 0) {
@@ -411,6 +651,7 @@ void Load::on_line(Conn& c, const char* p, size_t n) {
         return;
       }
       stats_.fetches++;
+      if (c.ssl && cipher_.empty()) cipher_ = std::string(SSL_get_version(c.ssl)) + "/" + SSL_get_cipher_name(c.ssl);
       if (stopping_) {
         c.st = St::Logout;
         step_deadline(c);
@@ -424,6 +665,129 @@ void Load::on_line(Conn& c, const char* p, size_t n) {
     case St::Idle:
     default:
       return;  // untagged data, BYE, "b OK": wait for the close
+  }
+}
+
+void Load::on_pop3_line(Conn& c, const char* p, size_t n) {
+  bool ok = n >= 3 && std::memcmp(p, "+OK", 3) == 0;
+  switch (c.st) {
+    case St::Greeting:
+      if (!ok) {
+        error(c, &Stats::err_rejected, "bad greeting");
+        next(c);
+        return;
+      }
+      c.st = St::PopUser;
+      step_deadline(c);
+      send(c, "USER " + user_name(c.user) + "\r\n");
+      return;
+    case St::PopUser:
+    case St::PopPass:
+      if (!ok) {
+        std::string msg = std::string(c.st == St::PopUser ? "USER" : "PASS") + " rejected: " +
+                          std::string(p, std::min<size_t>(n, 200));
+        error(c, &Stats::err_rejected, msg.c_str());
+        next(c);
+        return;
+      }
+      if (c.st == St::PopUser) {
+        c.st = St::PopPass;
+        step_deadline(c);
+        send(c, "PASS " + o_.password + "\r\n");
+        return;
+      }
+      stats_.login_lat.push_back(now_s() - c.started);
+      c.st = St::Logout;
+      step_deadline(c);
+      send(c, "QUIT\r\n");
+      return;
+    default:
+      return;  // the QUIT answer: wait for the close
+  }
+}
+
+void Load::on_lmtp_line(Conn& c, const char* p, size_t n) {
+  // One reply is any "DDD-" lines, then a "DDD " (or bare "DDD") line.
+  if (n < 3) {
+    error(c, &Stats::err_rejected, "short LMTP reply");
+    return;
+  }
+  if (n > 3 && p[3] == '-') return;
+  int code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+  std::string text(p, std::min<size_t>(n, 200));
+  switch (c.st) {
+    case St::Greeting:
+      if (code != 220) {
+        error(c, &Stats::err_rejected, ("bad greeting: " + text).c_str());
+        return;
+      }
+      c.st = St::Lhlo;
+      step_deadline(c);
+      send(c, "LHLO bench.test\r\n");
+      return;
+    case St::Lhlo: {
+      if (code != 250) {
+        error(c, &Stats::err_rejected, ("LHLO rejected: " + text).c_str());
+        return;
+      }
+      c.st = St::LReady;
+      LClient& cl = lclients_[static_cast<size_t>(c.client)];
+      if (++cl.ready == per_client_) lmtp_next_message(c.client);
+      return;
+    }
+    case St::LEnvelope: {
+      bool mail = c.replies == 1 + c.nrcpt;
+      if (code / 100 != 2) {
+        soft_error(c, &Stats::err_rejected, (mail ? "MAIL rejected: " : "RCPT rejected: ") + text);
+        if (!mail) stats_.rcpt_rejected++;
+        lclients_[static_cast<size_t>(c.client)].failed = true;
+      } else if (!mail) {
+        c.accepted++;
+      }
+      if (--c.replies > 0) return;
+      if (c.accepted == 0) {
+        c.st = St::LReady;
+        c.replies = 1;
+        c.st = St::LData;  // RSET, its answer ends the transaction
+        c.nrcpt = -1;
+        step_deadline(c);
+        send(c, "RSET\r\n");
+        return;
+      }
+      c.st = St::LData;
+      step_deadline(c);
+      send(c, "DATA\r\n");
+      return;
+    }
+    case St::LData:
+      if (c.nrcpt < 0) {  // the RSET after a transaction without recipients
+        lmtp_transaction_done(c);
+        return;
+      }
+      if (code != 354) {
+        soft_error(c, &Stats::err_rejected, "DATA rejected: " + text);
+        lclients_[static_cast<size_t>(c.client)].failed = true;
+        lmtp_transaction_done(c);
+        return;
+      }
+      c.st = St::LBody;
+      c.replies = c.accepted;
+      step_deadline(c);
+      send(c, message_);
+      return;
+    case St::LBody:
+      if (code / 100 == 2) {
+        stats_.rcpt_ok++;
+      } else {
+        soft_error(c, &Stats::err_rejected, "delivery rejected: " + text);
+        stats_.rcpt_rejected++;
+        lclients_[static_cast<size_t>(c.client)].failed = true;
+      }
+      if (--c.replies > 0) return;
+      lmtp_transaction_done(c);
+      return;
+    default:
+      return;  // QUIT's answer: wait for the close
   }
 }
 
@@ -443,15 +807,36 @@ void Load::on_event(Conn& c, uint32_t events) {
       c.st = St::Greeting;
       step_deadline(c);
       set_out(c, false);
+      if (o_.tls) {
+        c.ssl = SSL_new(ctx_);
+        if (!c.ssl || SSL_set_fd(c.ssl, c.fd) != 1) {
+          error(c, &Stats::err_connect, "SSL_new failed");
+          next(c);
+          return;
+        }
+        SSL_set_connect_state(c.ssl);
+        c.st = St::Handshake;
+      }
     }
   }
-  if ((events & EPOLLOUT) && !c.out.empty()) {
+  if (c.st == St::Handshake) {
+    if (!handshake(c)) {
+      next(c);
+      return;
+    }
+    if (c.st == St::Handshake) return;
+  }
+  if (!c.out.empty() && ((events & EPOLLOUT) || c.ssl)) {
     if (!flush(c)) return;
   }
-  if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
-  for (int rounds = 0; rounds < 16; ++rounds) {
+  if (!c.ssl && !(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
+  // At most 16 reads (64 records under TLS) per event, for fairness: epoll reports the
+  // socket again while it has data. Bytes OpenSSL already holds are not seen by epoll, so
+  // under TLS the loop goes on while it has some.
+  for (int rounds = 0;; ++rounds) {
+    if (rounds >= (c.ssl ? 64 : 16) && !(c.ssl && SSL_has_pending(c.ssl))) break;
     ssize_t n;
-    if (c.literal > 0 && c.line.empty()) {
+    if (!c.ssl && c.literal > 0 && c.line.empty()) {
       // Skip literal bytes in the kernel: MSG_TRUNC on TCP discards without copying.
       size_t want = static_cast<size_t>(std::min<uint64_t>(c.literal, 1 << 20));
       n = ::recv(c.fd, nullptr, want, MSG_TRUNC | MSG_DONTWAIT);
@@ -461,11 +846,12 @@ void Load::on_event(Conn& c, uint32_t events) {
         continue;
       }
     } else {
-      n = ::recv(c.fd, rbuf_.data(), rbuf_.size(), MSG_DONTWAIT);
+      n = io_read(c, rbuf_.data(), rbuf_.size());
     }
     if (n == 0) {
       // The server closed.
       if (c.st == St::Logout) {
+        if (c.ssl && cipher_.empty()) cipher_ = std::string(SSL_get_version(c.ssl)) + "/" + SSL_get_cipher_name(c.ssl);
         if (o_.mode == Mode::Logins) {
           stats_.cycle_lat.push_back(now_s() - c.started);
           stats_.ok++;
@@ -535,7 +921,7 @@ void Load::on_event(Conn& c, uint32_t events) {
 
 void Load::check_timeouts(double t) {
   for (Conn& c : conns_) {
-    if (c.st == St::Free || c.st == St::Idle || c.st == St::Parked) continue;
+    if (c.st == St::Free || c.st == St::Idle || c.st == St::Parked || c.st == St::LReady) continue;
     if (t < c.deadline) continue;
     bool was_setup = o_.mode == Mode::Idle;
     if (was_setup) --setting_up_, ++idle_done_;
@@ -566,6 +952,13 @@ int Load::run() {
     for (Conn& c : conns_) next(c);
   } else if (o_.mode == Mode::Bulk) {
     for (size_t i = 0; i < conns_.size(); ++i) start_conn(conns_[i], static_cast<int>(i % static_cast<size_t>(o_.users)));
+  } else if (o_.mode == Mode::Lmtp) {
+    for (int k = 0; k < o_.concurrency; ++k)
+      for (int t = 0; t < per_client_; ++t) {
+        Conn& c = lconn(k, t);
+        c.client = k;
+        start_conn(c, k, t);
+      }
   } else {
     launch_idle();
   }
@@ -589,7 +982,7 @@ int Load::run() {
       if (t_measure1 == 0) t_measure1 = t;
       break;
     }
-    if (o_.mode == Mode::Logins) {
+    if (o_.mode == Mode::Logins || o_.mode == Mode::Lmtp) {
       if (!stopping_ && t - t_start >= o_.duration) stopping_ = true;
       bool any = false;
       for (Conn& c : conns_) any |= c.st != St::Free;
@@ -683,12 +1076,23 @@ int Load::run() {
                 " errors=%ld secs=%.3f mb_per_s=%.1f",
                 o_.concurrency, stats_.literal_bytes, stats_.fetches, stats_.errors, secs,
                 secs > 0 ? static_cast<double>(stats_.literal_bytes) / secs / 1e6 : 0.0);
+  } else if (o_.mode == Mode::Lmtp) {
+    std::printf("RESULT mode=lmtp concurrency=%d messages=%ld errors=%ld msg_failed=%ld "
+                "rcpt_ok=%ld rcpt_rejected=%ld err_connect=%ld err_timeout=%ld "
+                "err_rejected=%ld err_closed=%ld secs=%.3f rate=%.1f msg_p50_ms=%.3f "
+                "msg_p99_ms=%.3f",
+                o_.concurrency, stats_.ok, stats_.errors, stats_.msg_failed, stats_.rcpt_ok,
+                stats_.rcpt_rejected, stats_.err_connect, stats_.err_timeout,
+                stats_.err_rejected, stats_.err_closed, elapsed,
+                elapsed > 0 ? static_cast<double>(stats_.ok) / elapsed : 0.0,
+                pct(stats_.msg_lat, 0.5) * 1e3, pct(stats_.msg_lat, 0.99) * 1e3);
   } else {
     std::printf("RESULT mode=idle sessions=%ld requested=%ld errors=%ld establish_secs=%.2f "
                 "held_at_release=%ld login_p50_ms=%.3f login_p99_ms=%.3f",
                 stats_.ok, o_.sessions, stats_.errors, establish_time, idle_at_release,
                 pct(stats_.login_lat, 0.5) * 1e3, pct(stats_.login_lat, 0.99) * 1e3);
   }
+  if (!cipher_.empty()) std::printf(" tls=%s", cipher_.c_str());
   if (!stats_.first_error.empty()) {
     std::string e = stats_.first_error;
     for (char& ch : e)

@@ -1,12 +1,23 @@
 #!/usr/bin/env python3
-"""Side-by-side IMAP proxy benchmark: direct Dovecot, Switchyard, nginx mail, Perdition.
+"""Side-by-side IMAP/POP3/LMTP proxy benchmark: direct Dovecot, Switchyard, nginx mail,
+Perdition.
 
 Starts two tuned Dovecot stores on loopback (users split between them: user k lives on
 store k % 2), then each peer in turn, and drives it with bench/imap-load:
 
-  logins  logins/s, p50/p99 login latency, proxy CPU ms per login (and the stores' CPU)
+  logins  IMAP logins/s, p50/p99 login latency, proxy CPU ms per login (and the stores' CPU)
   bulk    MB/s of FETCH BODY.PEEK[] of a large message, proxy CPU ms per GB relayed
   idle    N logged-in idle sessions: proxy memory (sum of Pss) per idle session
+  pop3    POP3 logins (USER, PASS, QUIT): as logins
+  imaps   bulk with a TLS client: the proxy terminates TLS and talks plain to the store
+  lmtp    LMTP delivery of small messages, two recipients on different stores each
+
+and then, with Switchyard alone:
+
+  lookups   IMAP logins through a map module with a fixed latency (tests/modules/
+            latencymap), no lookup cache, at [lookup] concurrency default and 1
+  ldapstop  logins of cached users with a real slapd running, then SIGSTOPped while
+            logins of uncached users hang on it
 
 CPU is utime+stime+cutime+cstime summed over the peer's live process tree, read from
 /proc/PID/stat before and after each run (dead, reaped children are in their parent's
@@ -37,8 +48,8 @@ TOP = os.path.dirname(BENCH)
 sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
 
 import harness  # noqa: E402
-from harness import (Dovecot, Switchyard, backend_section, make_sqlite_map,  # noqa: E402
-                     switchyard_config, wait_port)
+from harness import (Dovecot, LineClient, Switchyard, make_sqlite_map,  # noqa: E402
+                     toml_string, wait_port)
 
 LOADGEN = os.path.join(BENCH, "imap-load")
 HOST = "127.0.0.1"
@@ -71,10 +82,37 @@ service imap {
 protocol imap {
   mail_max_userip_connections = 100000
 }
+service pop3-login {
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 10000
+}
+service pop3 {
+  service_count = 0
+  client_limit = 1
+  process_min_avail = 4
+  process_limit = 12000
+}
+protocol pop3 {
+  mail_max_userip_connections = 100000
+}
+service lmtp {
+  service_count = 0
+  client_limit = 1
+  process_min_avail = 4
+}
+protocol lmtp {
+  # Recipients are user%d@bench.test; the passwd-file knows user%d.
+  auth_username_format = %n
+}
 """
 
 ALL_PEERS = ["direct", "switchyard-w2", "switchyard-w1", "nginx", "nginx-buf64k", "perdition"]
-ALL_MODES = ["logins", "bulk", "idle"]
+PEER_MODES = ["logins", "bulk", "idle", "pop3", "imaps", "lmtp"]
+SCENARIO_MODES = ["lookups", "ldapstop"]
+ALL_MODES = PEER_MODES + SCENARIO_MODES
+RCPT_FMT = "user%d@bench.test"
+LAT_FMT = "lat%d"   # users of the lookups / ldapstop scenarios, all on store0
 
 
 def log(msg):
@@ -266,12 +304,49 @@ class OwnProcess:
 # ---------------------------------------------------------------------------
 # Peers.
 
+def backend_tables(stores):
+    """[backend.storeN] tables with the IMAP, POP3 and LMTP ports of each store."""
+    return "".join("[backend.store%d]\nhost = [\"%s\"]\nimap = %d\npop3 = %d\nlmtp = %d\n"
+                   "connect_timeout = \"2s\"\n\n" % (i, HOST, s.imap_port, s.pop3_port,
+                                                      s.lmtp_port)
+                   for i, s in enumerate(stores))
+
+
+def sy_config(ctx, listeners, maps, workers, lookup=None, tls=None, level=None):
+    """A Switchyard config. listeners: [(protocol, port)]; maps: [(module, options)];
+    lookup: {key: TOML value text} for [lookup]; tls: (cert, key)."""
+    parts = ["# Written by bench/run.py.\n",
+             "workers = %d\n" % workers,
+             "map_dir = %s\n\n" % toml_string(os.path.dirname(ctx.sqlite_module)),
+             "[log]\ntarget = \"stderr\"\nlevel = %s\n\n"
+             % toml_string(level or ctx.args.sy_log_level)]
+    for proto, port in listeners:
+        parts.append("[[listen]]\nprotocol = \"%s\"\naddress = \"%s:%d\"\n\n" % (proto, HOST, port))
+    if tls:
+        parts.append("[tls]\ncert = %s\nkey = %s\n\n" % (toml_string(tls[0]), toml_string(tls[1])))
+    for module, options in maps:
+        parts.append("[[map]]\nmodule = %s\noptions = %s\n\n"
+                     % (toml_string(module), toml_string(options)))
+    # All the load comes from 127.0.0.1: no per-address limit may refuse it.
+    lk = {"per_client_limit": "100000", "queue_limit": "100000"}
+    lk.update(lookup or {})
+    parts.append("[lookup]\n" + "".join("%s = %s\n" % kv for kv in lk.items()) + "\n")
+    parts.append("[limits]\nlogin_timeout = \"60s\"\nidle_timeout = \"30m\"\n"
+                 "max_prelogin_sessions = 100000\nmax_prelogin_per_ip = 100000\n"
+                 "auth_failure_delay = \"0s\"\n\n")
+    parts.append("[lmtp]\nstore_timeout = \"30s\"\n\n")
+    parts.append(backend_tables(ctx.stores))
+    return "".join(parts)
+
+
 class Peer:
     name = "?"
     label = "?"
+    modes = ("logins", "bulk", "idle", "pop3")
 
     def __init__(self, ctx):
         self.ctx = ctx
+        self.ports = {}
 
     def start(self):
         pass
@@ -279,8 +354,8 @@ class Peer:
     def stop(self):
         pass
 
-    def targets(self):
-        return ["%s:%d" % (HOST, self.port)]
+    def targets(self, proto="imap"):
+        return ["%s:%d" % (HOST, self.ports[proto])]
 
     def roots(self):
         """PIDs whose process trees are this proxy (empty for direct Dovecot)."""
@@ -294,12 +369,17 @@ class Peer:
 class Direct(Peer):
     name = "direct"
     label = "direct Dovecot"
+    modes = tuple(PEER_MODES)
 
-    def targets(self):
-        return ["%s:%d" % (HOST, s.imap_port) for s in self.ctx.stores]
+    def targets(self, proto="imap"):
+        attr = {"imap": "imap_port", "pop3": "pop3_port", "imaps": "imaps_port",
+                "lmtp": "lmtp_port"}[proto]
+        return ["%s:%d" % (HOST, getattr(s, attr)) for s in self.ctx.stores]
 
 
 class SwitchyardPeer(Peer):
+    modes = tuple(PEER_MODES)
+
     def __init__(self, ctx, workers):
         super().__init__(ctx)
         self.workers = workers
@@ -309,15 +389,10 @@ class SwitchyardPeer(Peer):
 
     def start(self):
         ctx = self.ctx
-        self.port = harness.free_port()
-        backends = "".join(backend_section("store%d" % i, s.imap_port)
-                           for i, s in enumerate(ctx.stores))
-        config = switchyard_config(self.port, maps=[(ctx.sqlite_module, ctx.map_path)],
-                                   backends=backends,
-                                   level=ctx.args.sy_log_level, workers=self.workers,
-                                   limits={"login_timeout": "60s", "idle_timeout": "30m",
-                                           "max_prelogin_sessions": 100000,
-                                           "max_prelogin_per_ip": 100000})
+        protos = ["imap", "pop3", "lmtp"] + (["imaps"] if ctx.tls else [])
+        self.ports = dict(zip(protos, harness.free_ports(len(protos))))
+        config = sy_config(ctx, [(p, self.ports[p]) for p in protos],
+                           [(ctx.sqlite_module, ctx.map_path)], self.workers, tls=ctx.tls)
         workdir = os.path.join(ctx.tmp, self.name)
         self.proxy = Switchyard(ctx.switchyard, workdir, config)
 
@@ -334,6 +409,8 @@ class SwitchyardPeer(Peer):
 
 
 class NginxPeer(Peer):
+    modes = ("logins", "bulk", "idle", "pop3", "imaps")
+
     def __init__(self, ctx, proxy_buffer=None):
         super().__init__(ctx)
         self.proxy_buffer = proxy_buffer or ctx.args.nginx_proxy_buffer
@@ -346,10 +423,24 @@ class NginxPeer(Peer):
 
     def start(self):
         ctx = self.ctx
-        self.port, self.auth_port = harness.free_ports(2)
+        self.ports["imap"], self.ports["pop3"], self.ports["imaps"], self.auth_port = \
+            harness.free_ports(4)
         workdir = harness.make_workdir(os.path.join(ctx.tmp, "nginx-"))
-        p0, p1 = ctx.stores[0].imap_port, ctx.stores[1].imap_port
+        s0, s1 = ctx.stores[0], ctx.stores[1]
         conns = min(ctx.nofile - 100, 20000)
+        buf = ("\n    proxy_buffer %s;" % self.proxy_buffer if self.proxy_buffer else "")
+        imaps = ""
+        if ctx.tls:
+            imaps = """
+  server {{
+    listen {host}:{port} ssl;
+    protocol imap;
+    proxy on;
+    imap_auth login plain;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};{buf}
+  }}""".format(host=HOST, port=self.ports["imaps"], cert=ctx.tls[0], key=ctx.tls[1], buf=buf)
         conf = """\
 # Written by bench/run.py.
 daemon off;
@@ -370,10 +461,13 @@ http {{
   fastcgi_temp_path {w}/tmp-fastcgi;
   uwsgi_temp_path {w}/tmp-uwsgi;
   scgi_temp_path {w}/tmp-scgi;
-  # The "map lookup": user k lives on store k % 2 (even last digit: store0).
-  map $http_auth_user $store_port {{
-    ~[02468]$ {p0};
-    default   {p1};
+  # The "map lookup": user k lives on store k % 2 (even last digit: store0); the port
+  # is the store's port for the protocol (regular expressions are tried in order).
+  map "$http_auth_protocol:$http_auth_user" $store_port {{
+    ~^pop3:.*[02468]$ {q0};
+    ~^pop3:           {q1};
+    ~[02468]$         {p0};
+    default           {p1};
   }}
   server {{
     listen {host}:{auth_port};
@@ -392,20 +486,27 @@ mail {{
     listen {host}:{port};
     protocol imap;
     proxy on;
-    imap_auth login plain;{proxy_buffer}
+    imap_auth login plain;{buf}
   }}
+  server {{
+    listen {host}:{pop3_port};
+    protocol pop3;
+    proxy on;
+    pop3_auth plain;{buf}
+  }}{imaps}
 }}
 """.format(workers=ctx.args.nginx_workers, w=workdir, nofile=ctx.nofile, conns=conns,
-           p0=p0, p1=p1, host=HOST, auth_port=self.auth_port, port=self.port,
-           proxy_buffer=("\n    proxy_buffer %s;" % self.proxy_buffer
-                         if self.proxy_buffer else ""))
+           p0=s0.imap_port, p1=s1.imap_port, q0=s0.pop3_port, q1=s1.pop3_port, host=HOST,
+           auth_port=self.auth_port, port=self.ports["imap"], pop3_port=self.ports["pop3"],
+           buf=buf, imaps=imaps)
         conf_path = os.path.join(workdir, "nginx.conf")
         with open(conf_path, "w") as f:
             f.write(conf)
         self.proc = OwnProcess(["nginx", "-p", workdir, "-e", os.path.join(workdir, "error.log"),
-                                "-c", conf_path], workdir, "nginx", self.port)
+                                "-c", conf_path], workdir, "nginx", self.ports["imap"])
         self.proc.start()
-        wait_port(HOST, self.auth_port, 15.0, self.proc.process, self.proc.describe)
+        for port in [self.auth_port, self.ports["pop3"]] + ([self.ports["imaps"]] if ctx.tls else []):
+            wait_port(HOST, port, 15.0, self.proc.process, self.proc.describe)
 
     def stop(self):
         if getattr(self, "proc", None):
@@ -419,38 +520,42 @@ mail {{
 
 
 class PerditionPeer(Peer):
+    """Two Perditions: -P IMAP4 and -P POP3, each with its own popmap (the store ports)."""
     name = "perdition"
     label = "Perdition"
 
     def start(self):
         ctx = self.ctx
-        self.port = harness.free_port()
+        self.procs = []
+        self.ports["imap"], self.ports["pop3"] = harness.free_ports(2)
         workdir = harness.make_workdir(os.path.join(ctx.tmp, "perdition-"))
-        popmap = os.path.join(workdir, "popmap")
-        with open(popmap, "w") as f:
-            for k in range(ctx.args.users):
-                f.write("%s:%s:%d\n" % (ctx.user(k), HOST, ctx.stores[k % 2].imap_port))
-        db = os.path.join(workdir, "popmap.db")
-        with open(popmap, "rb") as src:
-            subprocess.run(["makegdbm", db], stdin=src, check=True, timeout=60)
-        os.chmod(db, 0o644)
         empty_conf = os.path.join(workdir, "perdition.conf")
         open(empty_conf, "w").close()
         lib = "/usr/lib/x86_64-linux-gnu/libperditiondb_gdbm.so.0"
-        argv = ["perdition", "-f", empty_conf, "-P", "IMAP4", "--no_daemon",
-                "-b", HOST, "-l", str(self.port), "-M", lib, "-m", db,
-                "--ssl_mode", "none", "--no_lookup", "-q", "-F", "+",
-                "-u", "nobody", "-g", "nogroup", "--connection_limit", "0",
-                "--pid_file", os.path.join(workdir, "perdition.pid")]
-        self.proc = OwnProcess(argv, workdir, "perdition", self.port)
-        self.proc.start()
+        for proto, flag, attr in (("imap", "IMAP4", "imap_port"), ("pop3", "POP3", "pop3_port")):
+            popmap = os.path.join(workdir, "popmap-" + proto)
+            with open(popmap, "w") as f:
+                for k in range(ctx.args.users):
+                    f.write("%s:%s:%d\n" % (ctx.user(k), HOST, getattr(ctx.stores[k % 2], attr)))
+            db = popmap + ".db"
+            with open(popmap, "rb") as src:
+                subprocess.run(["makegdbm", db], stdin=src, check=True, timeout=60)
+            os.chmod(db, 0o644)
+            argv = ["perdition", "-f", empty_conf, "-P", flag, "--no_daemon",
+                    "-b", HOST, "-l", str(self.ports[proto]), "-M", lib, "-m", db,
+                    "--ssl_mode", "none", "--no_lookup", "-q", "-F", "+",
+                    "-u", "nobody", "-g", "nogroup", "--connection_limit", "0",
+                    "--pid_file", os.path.join(workdir, "perdition-%s.pid" % proto)]
+            proc = OwnProcess(argv, workdir, "perdition-" + proto, self.ports[proto])
+            proc.start()
+            self.procs.append(proc)
 
     def stop(self):
-        if getattr(self, "proc", None):
-            self.proc.stop()
+        for proc in getattr(self, "procs", []):
+            proc.stop()
 
     def roots(self):
-        return [self.proc.pid] if self.proc.pid else []
+        return [p.pid for p in getattr(self, "procs", []) if p.pid]
 
 
 # ---------------------------------------------------------------------------
@@ -479,12 +584,17 @@ class Bench:
         self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.tmp = harness.make_workdir("/tmp/switchyard-bench-")
         self.stores = []
-        self.rows = {"logins": [], "bulk": [], "idle": []}
+        self.rows = {m: [] for m in ALL_MODES}
         self.notes = []
         self.loadgen = None  # the imap-load Popen in flight
         self.wait_budget = args.wait_budget  # seconds of waiting for quiet left, in all
         self.cpu_method = "?"
+        self.slapd = None
         self.snapshot_build()
+        self.tls = None
+        if "imaps" in args.modes:
+            d = os.path.join(self.tmp, "tls")
+            self.tls = harness.make_cert(d, "proxy", harness.make_ca(d))
 
     def snapshot_build(self):
         """Copy the daemon and the sqlite module: the tree may be rebuilt while we run."""
@@ -511,6 +621,23 @@ class Bench:
             time.sleep(2)  # being relinked right now
         else:
             raise RuntimeError("could not take a stable copy of " + src_bin)
+        # The modules of the scenarios, when they run.
+        self.ldap_module = self.latency_module = None
+        if "ldapstop" in self.args.modes:
+            src = os.path.join(os.path.dirname(src_map), "ldap.so")
+            harness.require_file(src, "the ldap map module (configure found no libldap?)")
+            self.ldap_module = os.path.join(d, "ldap.so")
+            shutil.copy2(src, self.ldap_module)
+        if "lookups" in self.args.modes:
+            src = harness.test_module("latencymap")
+            if not os.path.exists(src):
+                log("building tests/modules/latencymap.la")
+                subprocess.run(["make", "-C", harness.build_dir(), "tests/modules/latencymap.la"],
+                               check=False, timeout=600, stdout=subprocess.DEVNULL)
+            harness.require_file(src, "tests/modules/.libs/latencymap.so (make "
+                                 "tests/modules/latencymap.la)")
+            self.latency_module = os.path.join(d, "latencymap.so")
+            shutil.copy2(src, self.latency_module)
         import hashlib
         with open(self.switchyard, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()[:12]
@@ -522,6 +649,15 @@ class Bench:
 
     def user(self, k):
         return "user%d" % k
+
+    def bulk_users(self):
+        """Users with the large message: enough for the bulk and the imaps clients."""
+        n = 0
+        if "bulk" in self.args.modes:
+            n = max(self.args.bulk_concurrency)
+        if "imaps" in self.args.modes:
+            n = max([n] + self.args.imaps_concurrency)
+        return n
 
     def store_roots(self):
         return [s.pid for s in self.stores if s.pid]
@@ -538,19 +674,23 @@ class Bench:
         users = {self.user(k): PASSWORD for k in range(self.args.users)}
         for i in range(2):
             mine = {u: p for k, (u, p) in enumerate(users.items()) if k % 2 == i}
+            if i == 0 and any(m in self.args.modes for m in SCENARIO_MODES):
+                mine.update({LAT_FMT % k: PASSWORD for k in range(self.args.users)})
             self.stores.append(Dovecot("bench%d" % i, os.path.join(base, "store%d" % i),
-                                       users=mine, extra_conf=DOVECOT_TUNING))
+                                       users=mine, extra_conf=DOVECOT_TUNING, tls=self.tls))
         # One large message in the INBOX of each bulk user (users 0 .. bulk clients - 1).
         size = int(self.args.bulk_mb * 1e6)
         line = b"x" * 76 + b"\r\n"
         body = line * (size // len(line) + 1)
         raw = (b"From: bench@example.invalid\r\nTo: user@example.invalid\r\n"
                b"Subject: bulk\r\n\r\n" + body)[:size]
-        for k in range(max(self.args.bulk_concurrency)):
+        for k in range(self.bulk_users()):
             self.stores[k % 2].add_message(self.user(k), raw)
+        # The map: login names (IMAP, POP3) and recipient addresses (LMTP).
         self.map_path = make_sqlite_map(
             os.path.join(base, "users.db"),
-            [(self.user(k), "store%d" % (k % 2)) for k in range(self.args.users)])
+            [(self.user(k), "store%d" % (k % 2)) for k in range(self.args.users)] +
+            [(RCPT_FMT % k, "store%d" % (k % 2)) for k in range(self.args.users)])
         log("stores on ports %s, work dir %s"
             % (", ".join(str(s.imap_port) for s in self.stores), base))
 
@@ -558,6 +698,9 @@ class Bench:
         for store in self.stores:
             store.stop()
         self.stores = []
+        if getattr(self, "store_group", None):
+            self.store_group.remove()
+            self.store_group = None
         if getattr(self, "store_base", None) and not self.args.keep:
             shutil.rmtree(self.store_base, ignore_errors=True)
             self.store_base = None
@@ -577,10 +720,14 @@ class Bench:
 
     # -- one load-generator run -----------------------------------------------
 
-    def loadgen_cmd(self, mode, peer, extra):
+    def loadgen_cmd(self, mode, peer, extra, proto="imap", targets=None):
         cmd = [LOADGEN, mode]
-        for t in peer.targets():
+        for t in targets or peer.targets(proto):
             cmd += ["--target", t]
+        if proto == "pop3":
+            cmd += ["--proto", "pop3"]
+        if proto == "imaps":
+            cmd += ["--tls"]
         cmd += ["--users", str(self.args.users), "--password", PASSWORD,
                 "--timeout", str(self.args.step_timeout)]
         return cmd + extra
@@ -604,6 +751,8 @@ class Bench:
     def wait_quiet(self):
         """Wait (bounded) until the machine is nearly idle: other people's builds and tests
         on the same 2 CPUs would skew every figure. Returns the busy fraction last seen."""
+        if self.args.smoke:
+            return 0.0
         wait = min(self.args.quiet_wait, max(self.wait_budget, 0))
         deadline = time.monotonic() + wait
         started = time.monotonic()
@@ -655,13 +804,14 @@ class Bench:
         self.last_busy = (b1 - b0) / capacity
         return result, p1 - p0, s1 - s0, share, load
 
-    def warm_up(self, peer):
-        c = str(max(self.args.login_concurrency))
+    def warm_up(self, peer, proto="imap", concurrency=None, targets=None, extra=()):
+        c = str(concurrency or max(self.args.login_concurrency))
         cmd = self.loadgen_cmd("logins", peer, ["-c", c, "-d", str(self.args.warmup_secs),
-                                                "--max-time", "60"])
+                                                "--max-time", "60"] + list(extra),
+                               proto=proto, targets=targets)
         r = self.run_loadgen(cmd, 90)
         if r.get("logins", 0) == 0:
-            raise RuntimeError("%s: warm-up logins all failed: %s" % (peer.name, r))
+            raise RuntimeError("%s: warm-up %s logins all failed: %s" % (peer.name, proto, r))
 
     @staticmethod
     def median_row(rows, key):
@@ -670,12 +820,19 @@ class Bench:
         row["runs"] = [r[key] for r in rows]
         return row
 
-    def bench_logins(self, peer):
-        for c in self.args.login_concurrency:
+    def bench_pop3(self, peer):
+        self.warm_up(peer, "pop3", max(self.args.pop3_concurrency))
+        self.bench_logins(peer, "pop3")
+
+    def bench_logins(self, peer, proto="imap"):
+        key = "pop3" if proto == "pop3" else "logins"
+        concurrency = self.args.pop3_concurrency if proto == "pop3" else self.args.login_concurrency
+        for c in concurrency:
             runs = []
             for _ in range(self.args.repeat):
                 cmd = self.loadgen_cmd("logins", peer, ["-c", str(c), "-d", str(self.args.login_secs),
-                                                        "--max-time", str(self.args.login_secs + 60)])
+                                                        "--max-time", str(self.args.login_secs + 60)],
+                                       proto=proto)
                 r, pcpu, scpu, others, lcpu = self.clean_run(peer, lambda: self.run_loadgen(
                     cmd, self.args.login_secs + 90))
                 n = max(r["logins"], 1)
@@ -688,19 +845,25 @@ class Bench:
                        "others": others, "busy": self.last_busy,
                        "first_error": r.get("first_error")}
                 runs.append(row)
-                log("  logins c=%d: %.0f/s p50 %.2f ms p99 %.2f ms proxy %s ms/login "
+                log("  %s logins c=%d: %.0f/s p50 %.2f ms p99 %.2f ms proxy %s ms/login "
                     "errors %d, others %.0f%%"
-                    % (c, row["rate"], row["p50"], row["p99"],
+                    % (proto, c, row["rate"], row["p50"], row["p99"],
                        "%.3f" % row["proxy_ms"] if row["proxy_ms"] is not None else "-",
                        row["errors"], others * 100))
-            self.rows["logins"].append(self.median_row(runs, "rate"))
+            self.rows[key].append(self.median_row(runs, "rate"))
 
-    def bench_bulk(self, peer):
-        for c in self.args.bulk_concurrency:
+    def bench_imaps(self, peer):
+        self.bench_bulk(peer, "imaps")
+
+    def bench_bulk(self, peer, proto="imap"):
+        key = "imaps" if proto == "imaps" else "bulk"
+        concurrency = self.args.imaps_concurrency if proto == "imaps" else self.args.bulk_concurrency
+        for c in concurrency:
             runs = []
             for _ in range(self.args.repeat):
                 cmd = self.loadgen_cmd("bulk", peer, ["-c", str(c), "-d", str(self.args.bulk_secs),
-                                                      "--max-time", str(self.args.bulk_secs + 60)])
+                                                      "--max-time", str(self.args.bulk_secs + 60)],
+                                       proto=proto)
                 r, pcpu, scpu, others, lcpu = self.clean_run(peer, lambda: self.run_loadgen(
                     cmd, self.args.bulk_secs + 90))
                 gb = r["bytes"] / 1e9
@@ -709,13 +872,42 @@ class Bench:
                        "proxy_ms_gb": pcpu * 1000 / gb if peer.roots() and gb > 0 else None,
                        "store_ms_gb": scpu * 1000 / gb if gb > 0 else None,
                        "load_ms_gb": lcpu * 1000 / gb if gb > 0 else None,
-                       "others": others, "busy": self.last_busy,
+                       "others": others, "busy": self.last_busy, "tls": r.get("tls", "-"),
                        "first_error": r.get("first_error")}
                 runs.append(row)
-                log("  bulk c=%d: %.0f MB/s (%.2f GB) proxy %s ms/GB errors %d, others %.0f%%"
-                    % (c, row["mbps"], gb, "%.0f" % row["proxy_ms_gb"]
+                log("  %s bulk c=%d: %.0f MB/s (%.2f GB) proxy %s ms/GB errors %d, others %.0f%%"
+                    % (proto, c, row["mbps"], gb, "%.0f" % row["proxy_ms_gb"]
                        if row["proxy_ms_gb"] is not None else "-", row["errors"], others * 100))
-            self.rows["bulk"].append(self.median_row(runs, "mbps"))
+            self.rows[key].append(self.median_row(runs, "mbps"))
+
+    def bench_lmtp(self, peer):
+        """A fixed number of messages over C connections; direct Dovecot gets each message
+        as one transaction per store (imap-load --split), the proxy as one transaction."""
+        split = not peer.roots()
+        n = self.args.lmtp_messages
+        for c in self.args.lmtp_concurrency:
+            runs = []
+            for _ in range(self.args.repeat):
+                cmd = self.loadgen_cmd("lmtp", peer, [
+                    "-c", str(c), "-n", str(n), "-d", str(self.args.lmtp_max_secs),
+                    "--max-time", str(self.args.lmtp_max_secs + 60), "--rcpt-fmt", RCPT_FMT,
+                    "--rcpts", "2", "--msg-size", str(self.args.lmtp_size)]
+                    + (["--split"] if split else []), proto="lmtp")
+                r, pcpu, scpu, others, lcpu = self.clean_run(peer, lambda: self.run_loadgen(
+                    cmd, self.args.lmtp_max_secs + 90))
+                m = max(r["messages"], 1)
+                row = {"peer": peer.label, "name": peer.name, "c": c, "rate": r["rate"],
+                       "messages": r["messages"], "rcpt_ok": r["rcpt_ok"],
+                       "p50": r["msg_p50_ms"], "p99": r["msg_p99_ms"], "errors": r["errors"],
+                       "proxy_ms": pcpu * 1000 / m if peer.roots() else None,
+                       "store_ms": scpu * 1000 / m, "others": others, "busy": self.last_busy,
+                       "split": split, "first_error": r.get("first_error")}
+                runs.append(row)
+                log("  lmtp c=%d: %d messages, %.0f/s p50 %.2f ms p99 %.2f ms proxy %s "
+                    "ms/message errors %d" % (c, r["messages"], row["rate"], row["p50"],
+                                              row["p99"], fmt(row["proxy_ms"], 3),
+                                              row["errors"]))
+            self.rows["lmtp"].append(self.median_row(runs, "rate"))
 
     def bench_idle(self, peer):
         want = self.args.idle_sessions
@@ -787,37 +979,206 @@ class Bench:
             sel.close()
         raise RuntimeError("imap-load idle did not establish within %ds" % limit)
 
+    # -- Switchyard-only scenarios --------------------------------------------------
+
+    class _Proxy(Peer):
+        """A Switchyard of a scenario (its own config), measured like a peer."""
+
+        def __init__(self, ctx, name, label, config_fn, workers):
+            super().__init__(ctx)
+            self.name, self.label, self.workers = name, label, workers
+            self.ports = {"imap": harness.free_port()}
+            self.proxy = Switchyard(ctx.switchyard, os.path.join(ctx.tmp, name),
+                                    config_fn(self.ports["imap"]))
+
+        def stop(self):
+            self.proxy.stop()
+
+        def roots(self):
+            return [self.proxy.pid] if self.proxy.pid else []
+
+    def run_scenario_proxy(self, name, label, config_fn, workers, body):
+        """Start a Switchyard for a scenario, account its CPU, run body(peer), stop it."""
+        self.peer_group = CpuGroup(name)
+        peer = None
+        try:
+            peer = self._Proxy(self, name, label, config_fn, workers)
+            self.peer_group.add(peer.roots())
+            body(peer)
+        except (RuntimeError, TimeoutError, AssertionError, OSError,
+                subprocess.SubprocessError) as e:
+            log("%s failed: %s" % (label, e))
+            self.notes.append("%s: run failed: %s" % (label, str(e).splitlines()[0]))
+        finally:
+            if peer:
+                peer.stop()
+            self.peer_group.remove()
+
+    def lat_logins(self, peer, c, extra=(), users=None):
+        """One measured run of IMAP logins of the lat%d users (all on store0)."""
+        secs = self.args.login_secs
+        cmd = self.loadgen_cmd("logins", peer, [
+            "-c", str(c), "-d", str(secs), "--max-time", str(secs + 60),
+            "--user-fmt", LAT_FMT] + list(extra))
+        if users:
+            cmd[cmd.index("--users") + 1] = str(users)
+        r, pcpu, scpu, others, lcpu = self.clean_run(peer, lambda: self.run_loadgen(cmd, secs + 90))
+        n = max(r["logins"], 1)
+        return {"rate": r["rate"], "p50": r["login_p50_ms"], "p99": r["login_p99_ms"],
+                "logins": r["logins"], "errors": r["errors"], "proxy_ms": pcpu * 1000 / n,
+                "others": others, "busy": self.last_busy, "first_error": r.get("first_error")}
+
+    def bench_lookups(self):
+        """Logins through latencymap (every lookup takes MS ms), no cache, c clients."""
+        a = self.args
+        for ms in a.lookup_latencies:
+            for conc in a.lookup_threads:
+                label = "latencymap %d ms, [lookup] concurrency %s" % (
+                    ms, conc if conc else "default")
+                lookup = {"cache_size": "0"}
+                if conc:
+                    lookup["concurrency"] = str(conc)
+
+                def config(port, ms=ms, lookup=lookup):
+                    return sy_config(self, [("imap", port)],
+                                     [(self.latency_module, "%d;store0" % ms)],
+                                     a.scenario_workers, lookup=lookup)
+
+                def body(peer, ms=ms, conc=conc, label=label):
+                    self.warm_up(peer, concurrency=a.lookup_clients,
+                                 extra=["--user-fmt", LAT_FMT])
+                    for c in [a.lookup_clients]:
+                        row = self.lat_logins(peer, c)
+                        row.update({"peer": label, "ms": ms, "threads": conc or "default",
+                                    "workers": a.scenario_workers, "c": c})
+                        self.rows["lookups"].append(row)
+                        log("  %s c=%d: %.0f logins/s p50 %.2f ms p99 %.2f ms errors %d"
+                            % (label, c, row["rate"], row["p50"], row["p99"], row["errors"]))
+
+                log("=== Switchyard, %s ===" % label)
+                self.run_scenario_proxy("lookups-%d-%s" % (ms, conc or "d"), "Switchyard " + label,
+                                        config, a.scenario_workers, body)
+
+    def bench_ldapstop(self):
+        """Cached users' logins with slapd answering, then with slapd SIGSTOPped while
+        logins of uncached users wait on it."""
+        from slapd import Slapd  # tests/integration/slapd.py
+        a = self.args
+        cached, hung = a.ldap_cached, a.ldap_hung
+        if cached + hung > a.users:
+            raise RuntimeError("--ldap-cached + --ldap-hung must be <= --users")
+        log("=== Switchyard, ldap map, SIGSTOPped slapd ===")
+        self.slapd = Slapd(os.path.join(self.tmp, "slapd"), debug_level=a.slapd_debug)
+        from slapd import MAILBOX
+        ldif = "".join("dn: uid=%s,%s\nobjectClass: perditionPopmap\nobjectClass: uidObject\n"
+                       "uid: %s\nmailhost: store0\n\n" % (LAT_FMT % k, MAILBOX, LAT_FMT % k)
+                       for k in range(cached + hung))
+        self.slapd.add_entries(ldif)
+        timeout = int(a.login_secs + 30)
+        options = self.slapd.map_options(extensions="x-timeout=%d" % timeout)
+
+        def config(port):
+            return sy_config(self, [("imap", port)], [(self.ldap_module, options)],
+                             a.scenario_workers,
+                             lookup={"timeout": toml_string("%ds" % timeout),
+                                     "cache_ttl": toml_string("1h")})
+
+        def body(peer):
+            # Warm every worker's cache: several rounds over the cached users (which worker
+            # takes a connection is the kernel's choice).
+            rounds = 8 * max(peer.workers, 1)
+            cmd = self.loadgen_cmd("logins", peer, [
+                "-c", str(min(a.ldap_clients, cached)), "-n", str(cached * rounds), "-d", "60",
+                "--max-time", "90", "--user-fmt", LAT_FMT])
+            cmd[cmd.index("--users") + 1] = str(cached)
+            r = self.run_loadgen(cmd, 120)
+            if r["errors"]:
+                raise RuntimeError("warming the cache: %s" % r)
+            row = self.lat_logins(peer, a.ldap_clients, users=cached)
+            row.update({"peer": "slapd answering", "c": a.ldap_clients, "hung": "-"})
+            self.rows["ldapstop"].append(row)
+            log("  slapd answering: %.0f logins/s p50 %.2f ms p99 %.2f ms errors %d"
+                % (row["rate"], row["p50"], row["p99"], row["errors"]))
+            waiting = []
+            os.kill(self.slapd.pid, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            try:
+                for k in range(cached, cached + hung):
+                    cl = LineClient(HOST, peer.ports["imap"], timeout=timeout + 30)
+                    cl.readline()
+                    cl.send(b"h LOGIN %s %s\r\n" % ((LAT_FMT % k).encode(), PASSWORD.encode()))
+                    waiting.append(cl)
+                row = self.lat_logins(peer, a.ldap_clients, users=cached)
+            finally:
+                os.kill(self.slapd.pid, signal.SIGCONT)
+            stopped = time.monotonic() - stopped_at
+            answers = {}
+            for cl in waiting:
+                try:
+                    words = cl.readline(timeout=timeout + 30).decode("ascii", "replace").split()
+                    key = words[1] if len(words) > 1 else "?"
+                    if len(words) > 2 and words[2].startswith("[") and \
+                            not words[2].startswith("[CAPABILITY"):
+                        key += " " + words[2]
+                except (OSError, EOFError) as e:
+                    key = type(e).__name__
+                answers[key] = answers.get(key, 0) + 1
+                cl.close()
+            hung_text = "%d waiting on slapd: %s" % (hung, ", ".join(
+                "%d %s" % (v, k) for k, v in sorted(answers.items())))
+            row.update({"peer": "slapd SIGSTOPped (%.1f s)" % stopped, "c": a.ldap_clients,
+                        "hung": hung_text})
+            self.rows["ldapstop"].append(row)
+            log("  slapd stopped: %.0f logins/s p50 %.2f ms p99 %.2f ms errors %d; %s"
+                % (row["rate"], row["p50"], row["p99"], row["errors"], hung_text))
+
+        try:
+            self.run_scenario_proxy("ldapstop", "Switchyard ldap map, slapd SIGSTOPped",
+                                    config, a.scenario_workers, body)
+        finally:
+            self.slapd.stop()
+            self.slapd = None
+
     # -- the whole run ------------------------------------------------------------
 
     def serve(self, name, secs):
         """Start the stores and one peer, print where to point imap-load, wait (bounded)."""
-        self.start_stores(name)
+        self.ensure_stores(name)
         peer = self.make_peer(name)
         peer.start()
         try:
-            targets = " ".join("--target " + t for t in peer.targets())
-            print("%s ready: %s --users %d --password %s; proxy PIDs %s; stores %s"
-                  % (peer.label, targets, self.args.users, PASSWORD, peer.roots(),
-                     self.store_roots()), flush=True)
+            for proto in ("imap", "pop3", "imaps", "lmtp"):
+                if proto == "imaps" and not self.tls:
+                    continue
+                try:
+                    targets = " ".join("--target " + t for t in peer.targets(proto))
+                except (KeyError, AttributeError, TypeError):
+                    continue
+                print("%s %s: %s --users %d --password %s" % (peer.label, proto, targets,
+                                                            self.args.users, PASSWORD))
+            print("proxy PIDs %s; stores %s" % (peer.roots(), self.store_roots()), flush=True)
             print("work dir %s; stops after %ds or on Ctrl-C" % (self.tmp, secs), flush=True)
             time.sleep(secs)
         finally:
             peer.stop()
 
     def run(self):
-        for name in self.args.peers:
+        shared = self.args.shared_stores
+        peer_modes = [m for m in self.args.modes if m in PEER_MODES]
+        for name in self.args.peers if peer_modes else []:
             peer = self.make_peer(name)
+            modes = [m for m in peer_modes if m in peer.modes]
+            if not modes:
+                continue
             log("=== %s ===" % peer.label)
             self.peer_group = CpuGroup(name)
-            self.store_group = CpuGroup(name + "-stores")
             try:
-                self.start_stores(name)
-                self.store_group.add(self.store_roots())
+                self.ensure_stores("stores" if shared else name)
                 peer.start()
                 self.peer_group.add(peer.roots())
                 self.cpu_method = self.peer_group.method()
                 self.warm_up(peer)
-                for mode in self.args.modes:
+                for mode in modes:
                     getattr(self, "bench_" + mode)(peer)
             except (RuntimeError, TimeoutError, AssertionError, OSError,
                     subprocess.SubprocessError) as e:
@@ -825,14 +1186,43 @@ class Bench:
                 self.notes.append("%s: run failed: %s" % (peer.label, str(e).splitlines()[0]))
             finally:
                 peer.stop()
-                self.stop_stores()
+                if not shared:
+                    self.stop_stores()
                 self.peer_group.remove()
-                self.store_group.remove()
-            time.sleep(1.0)
+            if not self.args.smoke:
+                time.sleep(1.0)
+        scenarios = [m for m in self.args.modes if m in SCENARIO_MODES]
+        if scenarios:
+            try:
+                self.ensure_stores("stores" if shared else "scenarios")
+                for mode in scenarios:
+                    try:
+                        getattr(self, "bench_" + mode)()
+                    except (RuntimeError, TimeoutError, AssertionError, OSError,
+                            subprocess.SubprocessError) as e:
+                        log("%s failed: %s" % (mode, e))
+                        self.notes.append("%s: run failed: %s" % (mode, str(e).splitlines()[0]))
+            finally:
+                self.stop_stores()
+        self.stop_stores()
+
+    def ensure_stores(self, tag):
+        """Fresh stores (or, with --shared-stores, the running ones), their CPU accounted."""
+        if self.args.shared_stores and self.stores:
+            return
+        self.start_stores(tag)
+        self.store_group = CpuGroup(tag + "-stores")
+        self.store_group.add(self.store_roots())
 
     def stop(self):
         if self.loadgen is not None and self.loadgen.poll() is None:
             self.loadgen.kill()
+        if self.slapd is not None:
+            try:
+                os.kill(self.slapd.pid, signal.SIGCONT)
+            except (ProcessLookupError, TypeError):
+                pass
+            self.slapd.stop()
         self.stop_stores()
         for p in list(_OWN):
             p.stop()
@@ -844,7 +1234,8 @@ class Bench:
     def report(self):
         a = self.args
         out = []
-        out.append("# Switchyard side-by-side benchmark\n")
+        out.append("# Switchyard side-by-side benchmark%s\n"
+                   % (" (smoke run: the figures mean nothing)" if a.smoke else ""))
         out.append("- date: %s" % datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
         out.append("- machine: %d CPUs (%s), kernel %s, %s"
                    % (os.cpu_count(), cpu_model(), platform.release(), mem_total()))
@@ -854,50 +1245,121 @@ class Bench:
         out.append("- stores: two Dovecot instances on loopback, users split k %% 2, %d users; "
                    "tuning: imap-login service_count=0 process_min_avail=2, imap service_count=0 "
                    "client_limit=1 (reused processes), auth cache, auth_verbose=no" % a.users)
-        out.append("- Switchyard: sqlite map (%d rows), log level %s; nginx: %d workers, "
-                   "auth_http served by nginx itself (static map on the user name), "
-                   "proxy_buffer %s unless the row says; Perdition: gdbm popmap, -q, --no_lookup"
-                   % (a.users, a.sy_log_level, a.nginx_workers,
+        out.append("- Switchyard: sqlite map (%d rows), log level %s, [lookup] per_client_limit "
+                   "raised (all clients are 127.0.0.1); nginx: %d workers, "
+                   "auth_http served by nginx itself (static map on the protocol and user name), "
+                   "proxy_buffer %s unless the row says, imaps: listen ... ssl; Perdition: gdbm "
+                   "popmap, -q, --no_lookup, one instance per protocol"
+                   % (2 * a.users, a.sy_log_level, a.nginx_workers,
                       a.nginx_proxy_buffer or "default"))
         out.append("- CPU time measured with: %s" % self.cpu_method)
-        out.append("- each logins/bulk row is the median of %d run(s); a run during which "
+        out.append("- each logins/pop3/bulk/imaps/lmtp row is the median of %d run(s); the "
+                   "lookups and ldapstop rows are single runs; a run during which "
                    "other work used more than %.0f%% of the machine was run again (up to %d "
                    "times). \"machine busy\": all CPU in use during the run, of %d CPUs; at "
                    "~100%% the peers compete with the stores and imap-load for CPU, so a "
                    "proxy's own CPU cost lowers its rate."
                    % (a.repeat, a.others_limit * 100, a.retries, os.cpu_count() or 1))
         out.append("")
-        direct_login = {r["c"]: r["rate"] for r in self.rows["logins"] if r["name"] == "direct"}
-        direct_bulk = {r["c"]: r["mbps"] for r in self.rows["bulk"] if r["name"] == "direct"}
-        if self.rows["logins"]:
-            out.append("## Logins (connect, greeting, LOGIN, LOGOUT, close), %gs per run\n"
-                       % a.login_secs)
+        titles = {
+            "logins": "## IMAP logins (connect, greeting, LOGIN, LOGOUT, close), %gs per run\n"
+                      % a.login_secs,
+            "pop3": "## POP3 logins (connect, greeting, USER, PASS, QUIT, close), %gs per run\n"
+                    % a.login_secs,
+            "bulk": "## Bulk (FETCH 1 BODY.PEEK[] of a %g MB message, repeated), %gs per run\n"
+                    % (a.bulk_mb, a.bulk_secs),
+            "imaps": "## imaps bulk (a TLS client; the proxy talks plain to the store; direct "
+                     "Dovecot: TLS to the store itself), FETCH of a %g MB message, %gs per "
+                     "run\n" % (a.bulk_mb, a.bulk_secs),
+        }
+        for key in ("logins", "pop3"):
+            rows = self.rows[key]
+            if not rows:
+                continue
+            direct = {r["c"]: r["rate"] for r in rows if r["name"] == "direct"}
+            out.append(titles[key])
             out.append("| peer | clients | logins/s | runs (logins/s) | vs direct | login p50 ms | "
                        "login p99 ms | proxy CPU ms/login | store CPU ms/login | errors | "
                        "machine busy | others' CPU |")
             out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-            for r in self.rows["logins"]:
-                d = direct_login.get(r["c"])
+            for r in rows:
+                d = direct.get(r["c"])
                 out.append("| %s | %d | %.0f | %s | %s | %.2f | %.2f | %s | %.3f | %d | %.0f%% | %.0f%% |" % (
                     r["peer"], r["c"], r["rate"], " ".join("%.0f" % x for x in r["runs"]),
                     "%.2fx" % (r["rate"] / d) if d else "-",
                     r["p50"], r["p99"], fmt(r["proxy_ms"], 3), r["store_ms"], r["errors"],
                     r["busy"] * 100, r["others"] * 100))
             out.append("")
-        if self.rows["bulk"]:
-            out.append("## Bulk (FETCH 1 BODY.PEEK[] of a %g MB message, repeated), %gs per run\n"
-                       % (a.bulk_mb, a.bulk_secs))
+        for key in ("bulk", "imaps"):
+            rows = self.rows[key]
+            if not rows:
+                continue
+            direct = {r["c"]: r["mbps"] for r in rows if r["name"] == "direct"}
+            out.append(titles[key])
             out.append("| peer | clients | MB/s | runs (MB/s) | vs direct | GB moved | "
                        "proxy CPU ms/GB | store CPU ms/GB | errors | machine busy | "
-                       "others' CPU |")
-            out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-            for r in self.rows["bulk"]:
-                d = direct_bulk.get(r["c"])
-                out.append("| %s | %d | %.0f | %s | %s | %.2f | %s | %s | %d | %.0f%% | %.0f%% |" % (
+                       "others' CPU |%s" % (" TLS |" if key == "imaps" else ""))
+            out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|%s"
+                       % ("---|" if key == "imaps" else ""))
+            for r in rows:
+                d = direct.get(r["c"])
+                out.append("| %s | %d | %.0f | %s | %s | %.2f | %s | %s | %d | %.0f%% | %.0f%% |%s" % (
                     r["peer"], r["c"], r["mbps"], " ".join("%.0f" % x for x in r["runs"]),
                     "%.2fx" % (r["mbps"] / d) if d else "-",
                     r["gb"], fmt(r["proxy_ms_gb"], 0), fmt(r["store_ms_gb"], 0), r["errors"],
-                    r["busy"] * 100, r["others"] * 100))
+                    r["busy"] * 100, r["others"] * 100,
+                    (" %s |" % r.get("tls", "-")) if key == "imaps" else ""))
+            out.append("")
+        if self.rows["lmtp"]:
+            rows = self.rows["lmtp"]
+            direct = {r["c"]: r["rate"] for r in rows if r["name"] == "direct"}
+            out.append("## LMTP delivery (%d messages of %d bytes, two recipients on different "
+                       "stores each)\n" % (a.lmtp_messages, a.lmtp_size))
+            out.append("Switchyard gets each message as one transaction (MAIL, RCPT, RCPT, DATA) "
+                       "and delivers to both stores; direct Dovecot gets it as one transaction "
+                       "per store, both sent at once over a connection per store (what an MTA "
+                       "does without a router). A message counts when every recipient is "
+                       "answered. CPU per message: per message, not per recipient.\n")
+            out.append("| peer | clients | messages | messages/s | runs (messages/s) | vs direct | "
+                       "message p50 ms | message p99 ms | recipients delivered | proxy CPU "
+                       "ms/message | store CPU ms/message | errors | machine busy | others' CPU |")
+            out.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for r in rows:
+                d = direct.get(r["c"])
+                out.append("| %s | %d | %d | %.0f | %s | %s | %.2f | %.2f | %d | %s | %.3f | %d | "
+                           "%.0f%% | %.0f%% |" % (
+                               r["peer"], r["c"], r["messages"], r["rate"],
+                               " ".join("%.0f" % x for x in r["runs"]),
+                               "%.2fx" % (r["rate"] / d) if d else "-", r["p50"], r["p99"],
+                               r["rcpt_ok"], fmt(r["proxy_ms"], 3), r["store_ms"], r["errors"],
+                               r["busy"] * 100, r["others"] * 100))
+            out.append("")
+        if self.rows["lookups"]:
+            out.append("## Lookups through a map with a fixed latency (tests/modules/latencymap), "
+                       "[lookup] cache_size = 0, IMAP logins, %gs per run\n" % a.login_secs)
+            out.append("Every login asks the map; \"default\" is the [lookup] concurrency the "
+                       "daemon ships with (lookups in flight per worker); 1 is one lookup at a "
+                       "time per worker, what the serial design did. The ceiling is workers x "
+                       "concurrency / latency logins/s.\n")
+            out.append("| map latency | [lookup] concurrency | workers | clients | logins/s | "
+                       "login p50 ms | login p99 ms | proxy CPU ms/login | errors | machine busy |")
+            out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for r in self.rows["lookups"]:
+                out.append("| %d ms | %s | %d | %d | %.0f | %.2f | %.2f | %.3f | %d | %.0f%% |" % (
+                    r["ms"], r["threads"], r["workers"], r["c"], r["rate"], r["p50"], r["p99"],
+                    r["proxy_ms"], r["errors"], r["busy"] * 100))
+            out.append("")
+        if self.rows["ldapstop"]:
+            out.append("## A SIGSTOPped directory and cached users (ldap map, real slapd, "
+                       "%d cached users, workers = %d), %gs per run\n"
+                       % (a.ldap_cached, a.scenario_workers, a.login_secs))
+            out.append("| slapd | clients (cached users) | logins/s | login p50 ms | login p99 ms "
+                       "| proxy CPU ms/login | errors | uncached logins meanwhile (answers) |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---|")
+            for r in self.rows["ldapstop"]:
+                out.append("| %s | %d | %.0f | %.2f | %.2f | %.3f | %d | %s |" % (
+                    r["peer"], r["c"], r["rate"], r["p50"], r["p99"], r["proxy_ms"],
+                    r["errors"], r["hung"]))
             out.append("")
         if self.rows["idle"]:
             out.append("## Idle sessions (logged in, then idle)\n")
@@ -948,6 +1410,34 @@ class Bench:
             if r["proxy_ms_gb"] is not None:
                 checks.append(("%s c=%d CPU per GB <= 250 ms" % (r["peer"], r["c"]),
                                "%.0f ms" % r["proxy_ms_gb"], r["proxy_ms_gb"] <= 250))
+        for key, proto in (("logins", "IMAP"), ("pop3", "POP3")):
+            nginx = {r["c"]: r["proxy_ms"] for r in self.rows[key] if r["name"] == "nginx"}
+            direct = {r["c"]: r["rate"] for r in self.rows[key] if r["name"] == "direct"}
+            for r in self.rows[key]:
+                if not r["name"].startswith("switchyard"):
+                    continue
+                if key == "pop3" and direct.get(r["c"]):
+                    checks.append(("%s POP3 c=%d login rate >= 0.9x direct" % (r["peer"], r["c"]),
+                                   "%.2fx" % (r["rate"] / direct[r["c"]]),
+                                   r["rate"] / direct[r["c"]] >= 0.9))
+                if nginx.get(r["c"]) and r["proxy_ms"] is not None:
+                    checks.append(("%s %s c=%d CPU per login <= half of nginx's"
+                                   % (r["peer"], proto, r["c"]),
+                                   "%.3f vs %.3f ms" % (r["proxy_ms"], nginx[r["c"]]),
+                                   r["proxy_ms"] <= nginx[r["c"]] / 2))
+        nginx_tls = {r["c"]: r["proxy_ms_gb"] for r in self.rows["imaps"] if r["name"] == "nginx"}
+        for r in self.rows["imaps"]:
+            if r["name"].startswith("switchyard") and nginx_tls.get(r["c"]) and \
+                    r["proxy_ms_gb"] is not None:
+                checks.append(("%s imaps c=%d CPU per GB <= nginx ssl's" % (r["peer"], r["c"]),
+                               "%.0f vs %.0f ms" % (r["proxy_ms_gb"], nginx_tls[r["c"]]),
+                               r["proxy_ms_gb"] <= nginx_tls[r["c"]]))
+        direct_lmtp = {r["c"]: r["rate"] for r in self.rows["lmtp"] if r["name"] == "direct"}
+        for r in self.rows["lmtp"]:
+            d = direct_lmtp.get(r["c"])
+            if r["name"].startswith("switchyard") and d:
+                checks.append(("%s LMTP c=%d messages/s >= 0.9x direct" % (r["peer"], r["c"]),
+                               "%.2fx" % (r["rate"] / d), r["rate"] / d >= 0.9))
         for r in self.rows["idle"]:
             if not r["name"].startswith("switchyard") or r["per_session"] is None:
                 continue
@@ -1021,6 +1511,25 @@ def git_describe(top):
     return ", tree at %s%s" % (head, " + local changes" if dirty else "")
 
 
+def build_loadgen():
+    """make bench/imap-load (rebuilt when imap-load.cc changed); with a build tree apart
+    from the source tree (make distcheck) into $abs_top_builddir/bench instead ("make
+    clean" removes it there). Returns its path."""
+    if os.path.realpath(harness.build_dir()) == os.path.realpath(TOP):
+        out_dir, extra = BENCH, []
+    else:
+        out_dir = os.path.join(harness.build_dir(), "bench")
+        os.makedirs(out_dir, exist_ok=True)
+        # vpath for the source only: with VPATH, make would take a bench/imap-load in the
+        # source tree for the target.
+        extra = ["-f", os.path.join(BENCH, "Makefile"), "--eval=vpath %.cc " + BENCH]
+    r = subprocess.run(["make", "-s", "-C", out_dir] + extra, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=600)
+    if r.returncode != 0:
+        raise SystemExit("building imap-load failed (needs g++ and libssl-dev):\n" + r.stdout)
+    return os.path.join(out_dir, "imap-load")
+
+
 def int_list(text):
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -1028,13 +1537,46 @@ def int_list(text):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="short runs (whole benchmark < 2 minutes)")
+                    help="short runs (whole benchmark a few minutes)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny counts, every peer and mode once, no waiting for a quiet "
+                         "machine, one set of stores: checks that the harness works (< 60 s); "
+                         "its figures mean nothing")
     ap.add_argument("--peers", help="comma list from %s (quick: all but nginx-buf64k)"
                     % ",".join(ALL_PEERS))
-    ap.add_argument("--modes", default=",".join(ALL_MODES), help="comma list: logins,bulk,idle")
+    ap.add_argument("--modes", default=",".join(ALL_MODES),
+                    help="comma list from %s" % ",".join(ALL_MODES))
     ap.add_argument("--login-secs", type=float, help="seconds per login run (10; quick 3)")
     ap.add_argument("--login-concurrency", type=int_list,
-                    help="client counts for logins, e.g. 1,16 (full 1,16; quick 16)")
+                    help="client counts for IMAP logins (full 1,16,64; quick 16)")
+    ap.add_argument("--pop3-concurrency", type=int_list,
+                    help="client counts for POP3 logins (full 1,16,64; quick 16)")
+    ap.add_argument("--imaps-concurrency", type=int_list,
+                    help="client counts for imaps bulk (full 4; quick 2)")
+    ap.add_argument("--lmtp-messages", type=int, help="messages per LMTP run (full 5000, "
+                    "quick 1000)")
+    ap.add_argument("--lmtp-concurrency", type=int_list, help="LMTP clients (4; smoke 2)")
+    ap.add_argument("--lmtp-size", type=int, default=2000, help="bytes per LMTP message")
+    ap.add_argument("--lmtp-max-secs", type=float, default=120,
+                    help="longest LMTP run (fewer messages then)")
+    ap.add_argument("--lookup-latencies", type=int_list, default=[1, 20],
+                    help="latencymap delays in ms for the lookups mode")
+    ap.add_argument("--lookup-threads", type=int_list, default=[0, 1],
+                    help="[lookup] concurrency values for the lookups mode (0: the default)")
+    ap.add_argument("--lookup-clients", type=int, default=64,
+                    help="clients of the lookups mode")
+    ap.add_argument("--scenario-workers", type=int, default=2,
+                    help="Switchyard workers in the lookups and ldapstop modes")
+    ap.add_argument("--ldap-cached", type=int, help="cached users in ldapstop (64; smoke 16)")
+    ap.add_argument("--ldap-hung", type=int, help="uncached logins left waiting on the "
+                    "stopped slapd (8; smoke 4)")
+    ap.add_argument("--ldap-clients", type=int, help="clients logging in cached users "
+                    "(16; smoke 8)")
+    ap.add_argument("--slapd-debug", default="0", help="slapd -d level (0: no debug output; "
+                    "'stats' logs every operation)")
+    ap.add_argument("--shared-stores", action="store_true",
+                    help="one set of stores for all peers (default: fresh stores per peer; "
+                         "smoke: shared)")
     ap.add_argument("--bulk-secs", type=float, help="seconds per bulk run (10; quick 3)")
     ap.add_argument("--bulk-concurrency", type=int_list, help="client counts (1,4; quick 2)")
     ap.add_argument("--bulk-mb", type=float, default=10, help="size of the fetched message, MB")
@@ -1057,35 +1599,67 @@ def main():
     ap.add_argument("--retries", type=int, help="how many times again at most (full 3, quick 0)")
     ap.add_argument("--wait-budget", type=int, help="total seconds the whole run may spend "
                     "waiting for a quiet machine (full 3600, quick 15)")
-    ap.add_argument("--users", type=int, default=200, help="users in the stores and maps")
+    ap.add_argument("--users", type=int, help="users in the stores and maps (200; smoke 64)")
     ap.add_argument("--step-timeout", type=float, default=10, help="per-step client timeout")
-    ap.add_argument("--sy-log-level", default="notice",
-                    help="Switchyard [log] level (info logs one line per login)")
+    ap.add_argument("--sy-log-level", default="info",
+                    help="Switchyard [log] level (info, the deployed default, logs one line "
+                         "per login; notice does not)")
     ap.add_argument("--nginx-workers", type=int, default=2)
     ap.add_argument("--nginx-proxy-buffer", help="nginx mail proxy_buffer (default: nginx's "
                     "own, one page); e.g. 64k")
+    ap.add_argument("--loadgen", help="the imap-load binary (default: make -C bench)")
     ap.add_argument("--switchyard", default=harness.switchyard_binary(),
                     help="switchyard binary")
     ap.add_argument("--output", help="report file (default bench/RESULTS.md; with --quick "
                     "bench/RESULTS-quick.md, so a quick run does not replace the full report)")
+    ap.add_argument("--replace-output", action="store_true",
+                    help="overwrite the report file (default: a full run appends a section to "
+                         "bench/RESULTS.md; other outputs are overwritten)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--serve", metavar="PEER",
                     help="only start the stores and PEER, print their ports, and wait "
                          "(for manual runs of imap-load); bounded by --serve-secs")
     ap.add_argument("--serve-secs", type=int, default=600)
     args = ap.parse_args()
-    q = args.quick
-    args.login_secs = args.login_secs or (3 if q else 10)
-    args.login_concurrency = args.login_concurrency or ([16] if q else [1, 16])
-    args.bulk_secs = args.bulk_secs or (3 if q else 10)
-    args.bulk_concurrency = args.bulk_concurrency or ([2] if q else [1, 4])
-    args.idle_sessions = args.idle_sessions or (1000 if q else 10000)
-    args.repeat = args.repeat or (1 if q else 3)
-    args.output = args.output or os.path.join(BENCH, "RESULTS-quick.md" if q else "RESULTS.md")
-    args.retries = args.retries if args.retries is not None else (0 if q else 3)
-    args.wait_budget = args.wait_budget if args.wait_budget is not None else (15 if q else 3600)
-    args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (10 if q else 120)
+    sm = args.smoke
+    q = args.quick or sm
+
+    def pick(value, full, quick, smoke=None):
+        if value is not None:
+            return value
+        if sm:
+            return quick if smoke is None else smoke
+        return quick if q else full
+
+    args.users = pick(args.users, 200, 200, 64)
+    args.login_secs = pick(args.login_secs, 10, 3, 0.5)
+    args.login_concurrency = pick(args.login_concurrency, [1, 16, 64], [16], [4])
+    args.pop3_concurrency = pick(args.pop3_concurrency, [1, 16, 64], [16], [4])
+    args.bulk_secs = pick(args.bulk_secs, 10, 3, 0.5)
+    args.bulk_concurrency = pick(args.bulk_concurrency, [1, 4], [2], [2])
+    args.imaps_concurrency = pick(args.imaps_concurrency, [4], [2], [2])
+    args.idle_sessions = pick(args.idle_sessions, 10000, 1000, 20)
+    args.lmtp_messages = pick(args.lmtp_messages, 5000, 1000, 40)
+    args.lmtp_concurrency = pick(args.lmtp_concurrency, [4], [4], [2])
+    args.ldap_cached = pick(args.ldap_cached, 64, 64, 16)
+    args.ldap_hung = pick(args.ldap_hung, 8, 8, 4)
+    args.ldap_clients = pick(args.ldap_clients, 16, 16, 8)
+    args.repeat = pick(args.repeat, 3, 1)
+    args.output = args.output or os.path.join(
+        BENCH, "RESULTS-smoke.md" if sm else "RESULTS-quick.md" if q else "RESULTS.md")
+    args.retries = pick(args.retries, 3, 0)
+    args.wait_budget = pick(args.wait_budget, 3600, 15, 0)
+    args.quiet_wait = pick(args.quiet_wait, 120, 10, 0)
+    if sm:
+        args.shared_stores = True
+        if args.bulk_mb == 10:
+            args.bulk_mb = 1
+        args.warmup_secs = min(args.warmup_secs, 0.3)
+        args.idle_ramp = min(args.idle_ramp, 20)
+        args.idle_max_secs = min(args.idle_max_secs, 30)
+        args.lmtp_max_secs = min(args.lmtp_max_secs, 20)
     args.peers = [p for p in (args.peers or ",".join(
+        ["direct", "switchyard-w2", "nginx", "perdition"] if sm else
         [p for p in ALL_PEERS if not (q and p == "nginx-buf64k")])).split(",") if p]
     args.modes = [m for m in args.modes.split(",") if m]
     for p in args.peers:
@@ -1094,11 +1668,11 @@ def main():
     for m in args.modes:
         if m not in ALL_MODES:
             ap.error("unknown mode %s" % m)
-    if args.users < max(args.bulk_concurrency):
+    if args.users < max(args.bulk_concurrency + args.imaps_concurrency):
         ap.error("--users must be >= the largest bulk concurrency")
 
-    if not os.access(LOADGEN, os.X_OK):
-        subprocess.run(["make", "-C", BENCH], check=True, timeout=300)
+    global LOADGEN
+    LOADGEN = args.loadgen or build_loadgen()
     harness.require_file(args.switchyard, "the switchyard binary")
     # Descriptors: as many as the hard limit allows (children inherit it).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1134,9 +1708,12 @@ def main():
                                                ", interrupted" if interrupted else "")
     print(text)
     if not interrupted:
-        with open(args.output, "w") as f:
-            f.write(text)
-        log("wrote " + args.output)
+        # RESULTS.md keeps every run: a new section is appended (older ones stay as they are).
+        append = os.path.abspath(args.output) == os.path.join(BENCH, "RESULTS.md") \
+            and not args.replace_output and os.path.exists(args.output)
+        with open(args.output, "a" if append else "w") as f:
+            f.write(("\n\n" if append else "") + text)
+        log("%s %s" % ("appended to" if append else "wrote", args.output))
     return 130 if interrupted else 0
 
 
