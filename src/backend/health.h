@@ -10,6 +10,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "metrics/metrics.h"
+
 namespace sy {
 
 class HealthTable {
@@ -26,9 +28,14 @@ class HealthTable {
               std::chrono::milliseconds down_time) {
     bool was_down = is_down(endpoint, now);
     down_until_[endpoint] = now + down_time;
+    metrics::store_down(endpoint, now + down_time);
     return !was_down;
   }
-  bool ok(const std::string& endpoint) { return down_until_.erase(endpoint) > 0; }
+  bool ok(const std::string& endpoint) {
+    if (down_until_.erase(endpoint) == 0) return false;
+    metrics::store_up(endpoint);
+    return true;
+  }
 
  private:
   std::unordered_map<std::string, Clock::time_point> down_until_;

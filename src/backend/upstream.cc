@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 
 #include "log/log.h"
+#include "metrics/metrics.h"
 
 namespace sy {
 namespace {
@@ -86,6 +87,7 @@ asio::awaitable<bool> connect_target(Socket& sock, const Target& t, HealthTable&
     *host_used = t.hosts.empty() ? std::string("localhost") : t.hosts.front();
     if (!ec) co_return true;
     *why = t.port + ": " + ec.message();
+    metrics::backend_connect_failed(t.backend);
     co_return false;
   }
   asio::ip::tcp::resolver resolver(sock.get_executor());
@@ -106,6 +108,7 @@ asio::awaitable<bool> connect_target(Socket& sock, const Target& t, HealthTable&
       *host_used = host;
       co_return true;
     }
+    metrics::backend_connect_failed(t.backend);
     if (health.failed(key, HealthTable::Clock::now(), t.down_time))
       LOG_WARN("store %s%s%s is down, skipped for %s: %s", key.c_str(),
                t.backend.empty() ? "" : " of backend ", t.backend.c_str(),

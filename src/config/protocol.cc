@@ -11,6 +11,7 @@ constexpr ProtocolInfo kProtocols[] = {
     {Protocol::Pop3s, "pop3s", Family::Pop3, "pop3", true, 995, false},
     {Protocol::Lmtp, "lmtp", Family::Lmtp, "lmtp", false, 24, true},
     {Protocol::Socketmap, "socketmap", Family::Socketmap, "socketmap", false, 0, true},
+    {Protocol::Metrics, "metrics", Family::Metrics, "metrics", false, 0, true},
 };
 static_assert(std::size(kProtocols) == kProtocolCount);
 

@@ -11,11 +11,11 @@
 
 namespace sy {
 
-enum class Protocol : std::uint8_t { Imap, Imaps, Pop3, Pop3s, Lmtp, Socketmap };
-constexpr std::size_t kProtocolCount = 6;
+enum class Protocol : std::uint8_t { Imap, Imaps, Pop3, Pop3s, Lmtp, Socketmap, Metrics };
+constexpr std::size_t kProtocolCount = 7;
 
 // The session family: what serves the connection and which map question it asks.
-enum class Family : std::uint8_t { Imap, Pop3, Lmtp, Socketmap };
+enum class Family : std::uint8_t { Imap, Pop3, Lmtp, Socketmap, Metrics };
 
 struct ProtocolInfo {
   Protocol protocol;

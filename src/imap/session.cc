@@ -11,6 +11,7 @@
 #include "proxy/sasl.h"
 #include "imap/parser.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "proxy/session.h"
 
 namespace sy {
@@ -144,6 +145,7 @@ asio::awaitable<Next> ImapSession::handle(imap::Command cmd) {
     }
     if (!plaintext_ok()) {
       wipe(cmd.args[1].value);
+      metrics::login(listen_.protocol, metrics::LoginResult::Refused);
       co_return co_await reply(tag + " NO [PRIVACYREQUIRED] Plaintext authentication is "
                                      "disallowed on non-secure connections.\r\n");
     }
@@ -168,6 +170,7 @@ asio::awaitable<Next> ImapSession::authenticate(imap::Command& cmd) {
     co_return co_await reply(tag + " NO Unsupported authentication mechanism.\r\n");
   if (!plaintext_ok()) {
     if (cmd.args.size() == 2) wipe(cmd.args[1].value);
+    metrics::login(listen_.protocol, metrics::LoginResult::Refused);
     co_return co_await reply(tag + " NO [PRIVACYREQUIRED] Plaintext authentication is "
                                    "disallowed on non-secure connections.\r\n");
   }

@@ -7,6 +7,7 @@
 #include "lmtp/spool.h"
 #include "lmtp/store_pool.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 
 namespace sy::lmtp {
 namespace {
@@ -65,6 +66,9 @@ asio::awaitable<void> deliver_to_store(StorePool& pool, std::uint64_t session,
     const Route& route = routes[group.members[k]];
     const RecipientOutcome& r = outcome.recipients[k];
     std::string& reply = replies[group.members[k]];
+    metrics::lmtp_recipient(r.verdict == Verdict::Delivered ? metrics::RcptResult::Delivered
+                            : r.verdict == Verdict::Refused && r.reply.rfind('5', 0) == 0 ? metrics::RcptResult::Refused
+                                                                                 : metrics::RcptResult::Deferred);
     if (r.verdict == Verdict::Delivered || r.verdict == Verdict::Refused) {
       reply = r.reply + "\r\n";
     } else {

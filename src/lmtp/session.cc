@@ -18,6 +18,7 @@
 #include "lmtp/parser.h"
 #include "lmtp/spool.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "map/lookup_service.h"
 #include "map/username.h"
 #include "net/address.h"
@@ -236,6 +237,7 @@ asio::awaitable<bool> LmtpSession::rcpt(const lmtp::Command& cmd) {
     text = "250 2.1.5 Ok\r\n";
   }
   if (text[0] != '2') register_route_keys();  // refused: in flight only through the others
+  if (text[0] != '2') metrics::lmtp_recipient(text[0] == '5' ? metrics::RcptResult::Refused : metrics::RcptResult::Deferred);
   LOG_INFO("lmtp rcpt: session=%llu client=%s to=\"%s\" map=%s%s result=%.3s",
            static_cast<unsigned long long>(id_), peer_.c_str(), log_quote(address).c_str(),
            found.map_name.empty() ? "-" : found.map_name.c_str(),

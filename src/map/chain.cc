@@ -3,19 +3,32 @@
 
 #include "config/config.h"
 #include "map/module.h"
+#include "metrics/metrics.h"
 
 namespace sy {
+namespace {
+
+metrics::MapResult map_result(LookupStatus s) {
+  if (s == LookupStatus::NotFound) return metrics::MapResult::NotFound;
+  return s == LookupStatus::TempFail ? metrics::MapResult::TempFail : metrics::MapResult::Found;
+}
+
+}  // namespace
 
 ChainReply MapChain::lookup(const LookupRequest& request) const {
   auto start = std::chrono::steady_clock::now();
   ChainReply out;
-  for (const auto& m : maps_) {
+  for (std::size_t i = 0; i < maps_.size(); ++i) {
+    const auto& m = maps_[i];
     if (!request.wanted()) {
       out.reply.status = LookupStatus::TempFail;
       out.reply.detail = "nobody waits for this lookup";
       break;
     }
+    auto asked = std::chrono::steady_clock::now();
     MapReply r = m->lookup(request);
+    metrics::map_lookup(i, map_result(r.status), std::chrono::duration_cast<std::chrono::microseconds>(
+                                                     std::chrono::steady_clock::now() - asked));
     if (r.status != LookupStatus::NotFound) {
       out.reply = std::move(r);
       out.map_name = m->name();

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <vector>
 
+#include "metrics/metrics.h"
 #include "worker/holds.h"
 
 namespace sy {
@@ -125,10 +126,12 @@ asio::awaitable<ChainReply> LookupService::lookup(LookupRequest request) {
   // Cached per key and protocol (an extended map may answer by protocol).
   const std::string key = request.key + '\n' + request.protocol;
   if (auto hit = cache_.fresh(key, LookupCache::Clock::now())) {
+    metrics::cache(metrics::CacheResult::Hit);
     hit->cached = true;
     hit->took = std::chrono::microseconds(0);
     co_return *hit;
   }
+  metrics::cache(metrics::CacheResult::Miss);
   answer = co_await ask_maps(std::move(request), key);
   // A hold taken while the maps were asked wins: their answer may name the store the user
   // is being moved away from.
@@ -139,6 +142,7 @@ asio::awaitable<ChainReply> LookupService::lookup(LookupRequest request) {
   }
   auto old = cache_.stale(key, LookupCache::Clock::now());
   if (!old) co_return answer;
+  metrics::cache(metrics::CacheResult::Stale);
   old->cached = true;
   old->stale = true;
   old->reply.detail = answer.reply.detail;
@@ -177,6 +181,7 @@ asio::awaitable<ChainReply> LookupService::ask_maps(LookupRequest request,
     w->timer.async_wait([this, w, flight](const std::error_code& ec) {
       if (ec || w->done) return;
       w->complete(temp_fail("lookup timed out"));
+      metrics::lookup_timeout();
       if (--flight->waiting == 0) {
         // Everybody gave up: the maps need not be asked, and a new caller starts afresh.
         flight->abandoned = true;

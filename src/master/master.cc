@@ -25,6 +25,7 @@
 #include "config/config.h"
 #include "log/log.h"
 #include "map/chain.h"
+#include "metrics/metrics.h"
 #include "worker/control.h"
 #include "worker/worker.h"
 #include "net/address.h"
@@ -268,7 +269,9 @@ class Supervisor {
 
  private:
   void spawn(Slot& s) {
+    const int counters = metrics::claim_slot();
     pid_t pid = ::fork();
+    if (pid != 0) metrics::slot_owner(counters, pid);  // pid < 0: free again
     if (pid < 0) {
       LOG_ERROR("fork: %s", std::strerror(errno));
       s.respawn_at = Clock::now() + std::chrono::seconds(1);
@@ -279,6 +282,7 @@ class Supervisor {
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
       log_reopen();
+      metrics::become_worker(counters, config_);
       int rc = run_worker(config_, listeners_, store_tls_, clients_);
       std::fflush(nullptr);
       ::_exit(rc);
@@ -309,10 +313,12 @@ class Supervisor {
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
       if (!config_.control_dir.empty())
         ::unlink(control_path(config_.control_dir, static_cast<int>(pid)).c_str());
+      metrics::worker_gone(static_cast<int>(pid));
       if (draining_.erase(pid)) continue;
       for (auto& s : slots_) {
         if (s.pid != pid) continue;
         s.pid = 0;
+        metrics::worker_restart();
         auto lived = Clock::now() - s.started;
         if (WIFSIGNALED(status))
           LOG_ERROR("worker %d killed by signal %d", static_cast<int>(pid), WTERMSIG(status));
@@ -332,6 +338,7 @@ class Supervisor {
     std::string error;
     if (!load_config(config_.path, &fresh, &error) || !check_maps(fresh, &error)) {
       LOG_ERROR("reload refused, keeping the running config: %s", error.c_str());
+      metrics::reload(false);
       return;
     }
     if (fresh.workers == 0) fresh.workers = 1;
@@ -343,6 +350,7 @@ class Supervisor {
         !bind_all(fresh, bound_, &listeners, &error) ||
         !load_tls(fresh, &listeners, &store_tls, &error)) {
       LOG_ERROR("reload refused, keeping the running config: %s", error.c_str());
+      metrics::reload(false);
       return;
     }
     for (auto& s : slots_) {
@@ -355,6 +363,8 @@ class Supervisor {
     listeners_ = std::move(listeners);
     store_tls_ = std::move(store_tls);
     slots_.assign(config_.workers, Slot{});
+    metrics::register_names(config_);
+    metrics::reload(true);
     LOG_NOTICE("configuration reloaded: %d workers", config_.workers);
   }
 
@@ -450,8 +460,13 @@ int run_master(const MasterOptions& options) {
   // Per-address counters every worker shares (made before any fork).
   std::unique_ptr<ClientTable> clients = ClientTable::create(random_hash_key());
   if (!clients) LOG_WARN("no shared memory for per-address limits; they are off");
+  if (!metrics::create()) LOG_WARN("no shared memory for metrics; they stay empty");
+  metrics::register_names(config);
   if (config.workers == 0) {
     ::sigprocmask(SIG_UNBLOCK, &set, nullptr);  // the worker's loop takes them itself
+    const int counters = metrics::claim_slot();
+    metrics::slot_owner(counters, static_cast<int>(::getpid()));
+    metrics::become_worker(counters, config);
     int rc = run_worker(config, listeners, store_tls, clients.get());
     if (!config.pid_file.empty()) ::unlink(config.pid_file.c_str());
     return rc;

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <climits>
 
+#include "metrics/metrics.h"
+
 namespace sy {
 namespace {
 
@@ -200,6 +202,7 @@ asio::awaitable<bool> Stream::accept_tls(TlsContext& ctx, std::string* why) {
   SSL_set_accept_state(ssl_.get());
   std::error_code ec;
   bool done = co_await handshake(ec);
+  metrics::tls_handshake(metrics::TlsSide::Client, done);
   if (!done) *why = "TLS handshake: " + describe_error(ec);
   co_return done;
 }
@@ -223,6 +226,7 @@ asio::awaitable<bool> Stream::connect_tls(TlsContext& ctx, const std::string& ho
   }
   std::error_code ec;
   bool done = co_await handshake(ec);
+  metrics::tls_handshake(metrics::TlsSide::Store, done);
   if (!done) {
     long v = verify && ssl_ ? SSL_get_verify_result(ssl_.get()) : X509_V_OK;
     *why = v != X509_V_OK ? std::string("certificate verification failed: ") +

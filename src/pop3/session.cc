@@ -8,6 +8,7 @@
 
 #include "proxy/sasl.h"
 #include "pop3/parser.h"
+#include "metrics/metrics.h"
 #include "proxy/session.h"
 
 namespace sy {
@@ -110,9 +111,11 @@ asio::awaitable<Next> Pop3Session::handle(pop3::Command cmd) {
     co_return secured ? Next::Continue : Next::Close;
   }
   const bool wants_plaintext = name == "USER" || name == "PASS" || name == "AUTH";
-  if (wants_plaintext && !plaintext_ok() && !(name == "AUTH" && cmd.args.empty()))
+  if (wants_plaintext && !plaintext_ok() && !(name == "AUTH" && cmd.args.empty())) {
+    if (name != "USER") metrics::login(listen_.protocol, metrics::LoginResult::Refused);
     co_return co_await reply("-ERR [AUTH] Plaintext authentication disallowed on non-secure "
                              "(SSL/TLS) connections.\r\n");
+  }
   if (name == "USER") {
     if (cmd.args.size() != 1 || cmd.args[0].empty())
       co_return co_await bad("-ERR USER expects a user name.\r\n");

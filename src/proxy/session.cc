@@ -20,6 +20,7 @@
 #include "log/log.h"
 #include "map/lookup_service.h"
 #include "map/username.h"
+#include "metrics/metrics.h"
 #include "net/proxy_reader.h"
 #include "backend/upstream.h"
 #include "relay/relay.h"
@@ -120,6 +121,7 @@ static_assert(std::size(kPhaseNames) == static_cast<std::size_t>(Phase::Done) + 
 constexpr const char* kOutcomeNames[] = {"ok",       "failed", "unknown-user",
                                          "tempfail", "hold",   "unavailable"};
 static_assert(std::size(kOutcomeNames) == static_cast<std::size_t>(LoginOutcome::Unavailable) + 1);
+static_assert(static_cast<int>(metrics::LoginResult::Unavailable) == static_cast<int>(LoginOutcome::Unavailable));
 
 const char* phase_name(Phase p) { return kPhaseNames[static_cast<std::size_t>(p)]; }
 
@@ -167,6 +169,7 @@ void ProxySession::start() {
 void ProxySession::end_session() { registration_.reset(); }
 
 void ProxySession::log_relay_end(const RelayResult& r, bool write_error) {
+  metrics::relayed(listen_.protocol, r.client_to_store, r.store_to_client);
   LOG_INFO("%s session %llu closed: client=%s user=\"%s\" phase=relay reason=%s in=%llu "
            "out=%llu",
            protocol_, static_cast<unsigned long long>(id_), peer_.c_str(),
@@ -436,6 +439,7 @@ asio::awaitable<void> ProxySession::run() {
     }
   }
   if (const char* refused = admit()) {
+    metrics::connection(listen_.protocol, false);
     // (Built outside the co_await: g++ 12 destroys temporaries of a ?: inside one twice.)
     std::string bye;
     if (!listen_.implicit_tls()) bye = goodbye(refused);
@@ -543,6 +547,7 @@ asio::awaitable<LoginOutcome> ProxySession::login(std::string user, std::string 
   wipe(password);
   auto ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
   const char* result = outcome_name(outcome);
+  metrics::login(listen_.protocol, static_cast<metrics::LoginResult>(outcome));
   LOG_INFO("%s login %s: session=%llu client=%s user=\"%s\" key=\"%s\" store_user=\"%s\" "
            "backend=%s server=%s map=%s%s result=%s time=%.1fms%s%s%s%s",
            protocol_, outcome == LoginOutcome::Ok ? "ok" : "failed",

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "metrics/metrics.h"
+
 namespace sy {
 namespace {
 
@@ -104,6 +106,7 @@ void SessionRegistry::leave(std::uint64_t id) {
 
 void SessionRegistry::counted(const Entry& e, int delta) {
   std::size_t& n = stage_counts_[static_cast<std::size_t>(e.stage)];
+  metrics::session(e.kind, static_cast<std::size_t>(e.stage), delta);
   n = delta > 0 ? n + 1 : n - 1;
   if (e.stage != SessionStage::PreLogin || e.client.empty()) return;
   if (delta > 0) {

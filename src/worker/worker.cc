@@ -20,6 +20,8 @@
 #include "lmtp/store_pool.h"
 #include "log/log.h"
 #include "map/chain.h"
+#include "metrics/http.h"
+#include "metrics/metrics.h"
 #include "net/address.h"
 #include "socketmap/session.h"
 #include "worker/context.h"
@@ -40,8 +42,9 @@ constexpr StartFn kStart[] = {
     [](WorkerContext& rt, Socket s, const BoundListener& l) { start_pop3_session(rt, std::move(s), l.config, l.tls); },
     [](WorkerContext& rt, Socket s, const BoundListener& l) { start_lmtp_session(rt, std::move(s), l.config); },
     [](WorkerContext& rt, Socket s, const BoundListener& l) { start_socketmap_session(rt, std::move(s), l.config); },
+    [](WorkerContext& rt, Socket s, const BoundListener& l) { start_metrics_session(rt, std::move(s), l.config); },
 };
-static_assert(std::size(kStart) == static_cast<std::size_t>(Family::Socketmap) + 1);
+static_assert(std::size(kStart) == static_cast<std::size_t>(Family::Metrics) + 1);
 
 asio::awaitable<void> accept_loop(WorkerContext& rt, Acceptor& acceptor, const BoundListener& l) {
   const ListenConfig& listen = l.config;
@@ -75,11 +78,13 @@ asio::awaitable<void> accept_loop(WorkerContext& rt, Acceptor& acceptor, const B
       failures = 0;
     }
     // (TCP_NODELAY comes from the listening socket: Linux passes it on to accepted ones.)
+    metrics::connection(listen.protocol, true);
     if (listen.allow_from) {
       Endpoint peer = peer_endpoint(s.native_handle());
       if (!peer.ip.empty() && !any_contains(*listen.allow_from, peer.ip)) {
         LOG_NOTICE("%s: refused %s (not in allow_from)", listen.address.c_str(),
                    peer.str().c_str());
+        metrics::connection(listen.protocol, false);
         std::error_code ignored;
         s.close(ignored);
         continue;

@@ -150,7 +150,7 @@ TEST(ConfigErrors, OutOfRange) {
 
 TEST(ConfigErrors, BadEnum) {
   EXPECT_EQ(error_of("[[listen]]\nprotocol = \"gopher\"\naddress = \"127.0.0.1:1\"\n"),
-            "t.conf:2: 'gopher' is not one of: imap, imaps, pop3, pop3s, lmtp, socketmap");
+            "t.conf:2: 'gopher' is not one of: imap, imaps, pop3, pop3s, lmtp, socketmap, metrics");
 }
 
 TEST(ConfigErrors, ListenWithoutAddress) {
@@ -225,7 +225,7 @@ TEST(ConfigErrors, Pop3CapabilityMustBePrintableWords) {
 
 TEST(ConfigErrors, UnknownProtocolListsTheTable) {
   EXPECT_EQ(error_of("[[listen]]\nprotocol = \"smtp\"\naddress = \"127.0.0.1:25\"\n"),
-            "t.conf:2: 'smtp' is not one of: imap, imaps, pop3, pop3s, lmtp, socketmap");
+            "t.conf:2: 'smtp' is not one of: imap, imaps, pop3, pop3s, lmtp, socketmap, metrics");
 }
 
 TEST(Config, LmtpAndSocketmapListenersTakeLoopbackOnlyByDefault) {
