@@ -3,6 +3,7 @@
 #include "config/config.h"
 
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -232,12 +233,56 @@ int default_workers() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+// Where a TCP listener listens, for finding two that cannot both be bound: the family it
+// takes ('4', '6', or 'b' for the dual-stack wildcard), whether it is a wildcard, and the
+// host in canonical form (numeric addresses as inet_ntop writes them).
+struct Bound {
+  char family;
+  bool wildcard;
+  std::string host;
+};
+
+Bound bound_of(const SocketAddress& a) {
+  if (a.host.empty() || a.host == "*" || a.host == "::") return {'b', true, ""};
+  unsigned char bytes[16];
+  char text[INET6_ADDRSTRLEN];
+  if (::inet_pton(AF_INET, a.host.c_str(), bytes) == 1) {
+    ::inet_ntop(AF_INET, bytes, text, sizeof text);
+    return {'4', a.host == "0.0.0.0", text};
+  }
+  if (::inet_pton(AF_INET6, a.host.c_str(), bytes) == 1) {
+    ::inet_ntop(AF_INET6, bytes, text, sizeof text);
+    return {'6', false, text};
+  }
+  return {'?', false, a.host};  // a name: only the same name is known to clash
+}
+
+// Linux refuses a second listener on a port that an earlier one covers: the same address,
+// a wildcard of the same family (the dual-stack wildcard covers both), or the same path.
+bool clashes(const SocketAddress& a, const SocketAddress& b) {
+  if (a.kind != b.kind) return false;
+  if (a.kind == SocketAddress::Kind::Unix) return a.path == b.path;
+  if (a.port != b.port) return false;
+  const Bound x = bound_of(a), y = bound_of(b);
+  if (x.family == 'b' || y.family == 'b') return x.family != '?' && y.family != '?';
+  if (x.family != y.family) return false;
+  return x.wildcard || y.wildcard || x.host == y.host;
+}
+
 bool check(Reader& r, Config* c) {
+  std::vector<std::pair<SocketAddress, const ListenConfig*>> seen;
   for (const auto& l : c->listen) {
     if (l.address.empty()) return r.fail(l.line, "[[listen]] needs an address");
     std::string why;
-    if (!parse_socket_address(l.address, &why))
-      return r.fail(l.line, "bad address '" + l.address + "': " + why);
+    auto addr = parse_socket_address(l.address, &why);
+    if (!addr) return r.fail(l.line, "bad address '" + l.address + "': " + why);
+    for (const auto& [other, ol] : seen)
+      if (clashes(*addr, other))
+        return r.fail(l.line, "address '" + l.address + "' is already taken by the [[listen]] at line " +
+                                  std::to_string(ol->line) + " ('" + ol->address + "')");
+    seen.emplace_back(*addr, &l);
+  }
+  for (const auto& l : c->listen) {
     if (l.implicit_tls() && (l.tls_cert.empty() ? c->tls.cert : l.tls_cert).empty())
       return r.fail(l.line, std::string("protocol \"") + l.info().name +
                                 "\" needs a certificate: set [tls] cert and key");
@@ -345,6 +390,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                    {"max_literal_size", r.integer(&l.max_literal_size, 64, 1 << 20)},
                    {"max_literal_total", r.integer(&l.max_literal_total, 64, 1 << 24)},
                    {"drain_timeout", r.duration(&l.drain_timeout)},
+                   {"shutdown_grace", r.duration(&l.shutdown_grace)},
                    {"auth_failure_delay", r.duration(&l.auth_failure_delay)},
                    {"auth_failure_delay_max", r.duration(&l.auth_failure_delay_max)},
                    {"auth_failure_block_after", r.integer(&l.auth_failure_block_after, 0, 100000)},

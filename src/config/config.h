@@ -97,6 +97,7 @@ struct LimitsConfig {
   std::size_t max_literal_total = 65536;  // all the literals of one IMAP command
   // Failed logins per client address: a doubling delay, then a temporary block.
   Millis drain_timeout{3600000};  // after a reload, old workers' sessions may last this long
+  Millis shutdown_grace{10000};   // on SIGTERM, LMTP transactions may finish for this long
   Millis auth_failure_delay{1000};
   Millis auth_failure_delay_max{15000};
   int auth_failure_block_after = 20;  // 0: never block

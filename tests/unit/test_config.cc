@@ -240,3 +240,34 @@ TEST(Config, LmtpAndSocketmapListenersTakeLoopbackOnlyByDefault) {
   EXPECT_TRUE(c.listen[2].implicit_tls());
   EXPECT_EQ(c.listen[2].info().family, sy::Family::Pop3);
 }
+
+TEST(ConfigErrors, DuplicateListenAddressNamesTheFirst) {
+  const auto two = [](const char* a, const char* b) {
+    sy::Config c;
+    std::string error;
+    (void)sy::parse_config(std::string("[[listen]]\naddress = \"") + a +
+                               "\"\n[[listen]]\naddress = \"" + b + "\"\n",
+                           "t.conf", &c, &error);
+    return error;
+  };
+  EXPECT_EQ(two("127.0.0.1:143", "127.0.0.1:143"),
+            "t.conf:3: address '127.0.0.1:143' is already taken by the [[listen]] at line 1 "
+            "('127.0.0.1:143')");
+  // The wildcards cover every address of their family on that port; "*" and "[::]" both.
+  EXPECT_NE(two("*:143", "127.0.0.1:143"), "");
+  EXPECT_NE(two("[::]:143", "[::1]:143"), "");
+  EXPECT_NE(two("0.0.0.0:143", "192.0.2.1:143"), "");
+  EXPECT_NE(two("[::1]:143", "[0:0:0:0:0:0:0:1]:143"), "");  // one address, two spellings
+  EXPECT_NE(two("unix:/run/s.sock", "unix:/run/s.sock"), "");
+  // Different ports, families or specific addresses do not clash.
+  EXPECT_EQ(two("127.0.0.1:143", "127.0.0.1:993"), "");
+  EXPECT_EQ(two("127.0.0.1:143", "[::1]:143"), "");
+  EXPECT_EQ(two("0.0.0.0:143", "[::1]:143"), "");
+  EXPECT_EQ(two("127.0.0.1:143", "127.0.0.2:143"), "");
+  EXPECT_EQ(two("unix:/run/a.sock", "unix:/run/b.sock"), "");
+}
+
+TEST(Config, ShutdownGraceDefaultsToTenSeconds) {
+  EXPECT_EQ(parse_ok("").limits.shutdown_grace, sy::Millis(10000));
+  EXPECT_EQ(parse_ok("[limits]\nshutdown_grace = \"2s\"\n").limits.shutdown_grace, sy::Millis(2000));
+}
