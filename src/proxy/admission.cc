@@ -211,13 +211,13 @@ ClientPin ClientTable::acquire(std::uint32_t scope, std::string_view address,
   const std::size_t probe = std::min(kProbe, n_);
   auto at = [&](std::size_t i) -> ClientSlot& { return slots_[(first + i) % n_]; };
   for (std::size_t i = 0; i < probe; ++i)
-    if (ClientSlot* s = try_pin(at(i), key)) return ClientPin(s);
+    if (ClientSlot* s = try_pin(at(i), key)) return pinned(s);
   // A new address (or one whose slot was taken over): claim a slot under the lock, after
   // looking again, so that two workers meeting a new address at once give it one slot.
   SharedLock lock(&shared_->claim_lock);
   if (!lock) return {};
   for (std::size_t i = 0; i < probe; ++i)
-    if (ClientSlot* s = try_pin(at(i), key)) return ClientPin(s);
+    if (ClientSlot* s = try_pin(at(i), key)) return pinned(s);
   for (std::size_t i = 0; i < probe; ++i) {
     ClientSlot& s = at(i);
     std::uint64_t w = s.state.load(std::memory_order_acquire);
@@ -232,23 +232,86 @@ ClientPin ClientTable::acquire(std::uint32_t scope, std::string_view address,
     s.keep_until_ms.store(0, std::memory_order_relaxed);
     for (int k = 0; k < 3; ++k) s.key[k].store(key[k], std::memory_order_relaxed);
     s.state.store(changed(claiming, kUsed, 1), std::memory_order_release);
-    return ClientPin(&s);
+    return pinned(&s);
   }
   return {};
 }
+
+// The slot first, then the ledger (and the reverse on the way out): a worker killed in
+// between leaves one count behind rather than having the master give back one it never
+// took.
+ClientPin ClientTable::pinned(ClientSlot* s) {
+  ClientLedger::Entry* e = nullptr;
+  if (ledger_ && static_cast<std::size_t>(s - slots_) < ledger_->n_) {
+    e = &ledger_->entries_[s - slots_];
+    e->pins.fetch_add(1, std::memory_order_relaxed);
+  }
+  return ClientPin(s, e);
+}
+
+std::size_t ClientTable::release(ClientLedger& ledger) {
+  std::size_t given_back = 0;
+  const std::size_t n = std::min(n_, ledger.n_);
+  for (std::size_t i = 0; i < n; ++i) {
+    ClientLedger::Entry& e = ledger.entries_[i];
+    std::uint32_t c = e.connections.exchange(0, std::memory_order_relaxed);
+    std::uint32_t p = e.pins.exchange(0, std::memory_order_relaxed);
+    if (c == 0 && p == 0) continue;
+    std::uint32_t have = slots_[i].connections.load(std::memory_order_relaxed);
+    while (c > 0 && have > 0 &&
+           !slots_[i].connections.compare_exchange_weak(have, have - std::min(have, c),
+                                                        std::memory_order_relaxed)) {
+    }
+    given_back += c;
+    for (std::uint32_t k = 0; k < p; ++k) unpin(slots_[i]);
+  }
+  return given_back;
+}
+
+std::unique_ptr<ClientLedger> ClientLedger::create(std::size_t slots) {
+  if (slots == 0) return nullptr;
+  const std::size_t bytes = slots * sizeof(Entry);
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  auto* e = static_cast<Entry*>(p);  // zero pages: every count 0
+  return std::unique_ptr<ClientLedger>(new ClientLedger(e, slots, bytes));
+}
+
+ClientLedger::~ClientLedger() { ::munmap(entries_, bytes_); }
 
 ClientPin& ClientPin::operator=(ClientPin&& o) noexcept {
   if (this != &o) {
     reset();
     slot_ = o.slot_;
+    entry_ = o.entry_;
+    counted_ = o.counted_;
     o.slot_ = nullptr;
+    o.entry_ = nullptr;
+    o.counted_ = false;
   }
   return *this;
 }
 
 void ClientPin::reset() {
+  if (counted_) remove_connection();
+  if (entry_) entry_->pins.fetch_sub(1, std::memory_order_relaxed);
   if (slot_) unpin(*slot_);
   slot_ = nullptr;
+  entry_ = nullptr;
+}
+
+std::uint32_t ClientPin::add_connection() {
+  counted_ = true;
+  std::uint32_t n = slot_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (entry_) entry_->connections.fetch_add(1, std::memory_order_relaxed);
+  return n;
+}
+
+void ClientPin::remove_connection() {
+  if (!counted_) return;
+  counted_ = false;
+  if (entry_) entry_->connections.fetch_sub(1, std::memory_order_relaxed);
+  slot_->connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
 std::chrono::milliseconds PenaltyPolicy::record_failure(ClientSlot& s, std::int64_t now) const {

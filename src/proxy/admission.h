@@ -11,7 +11,9 @@
 // to another.
 //
 // A holder pins its slot (ClientPin) for as long as it counts in it; a pinned slot is
-// never taken over. Finding and pinning a slot and the counters are lock-free; claiming a
+// never taken over. Each worker also writes what it holds into its own ledger
+// (ClientLedger, shared with the master only), so that when a worker dies the master
+// gives its pins and connections back: a killed worker leaves no address blocked. Finding and pinning a slot and the counters are lock-free; claiming a
 // slot for a new address takes a process-shared lock, so that an address never gets two.
 #ifndef SWITCHYARD_PROXY_ADMISSION_H
 #define SWITCHYARD_PROXY_ADMISSION_H
@@ -45,12 +47,40 @@ struct ClientSlot {
 
 class ClientTable;
 
+// What one worker holds in the table: per slot, its pins and its connections. The master
+// makes one in shared memory before forking each worker, attaches it in the child
+// (ClientTable::attach) and, once the worker is dead, gives back what it still held
+// (ClientTable::release). Untouched pages cost nothing: a ledger is sparse.
+class ClientLedger {
+ public:
+  static std::unique_ptr<ClientLedger> create(std::size_t slots);  // nullptr: no memory
+  ~ClientLedger();
+  ClientLedger(const ClientLedger&) = delete;
+  ClientLedger& operator=(const ClientLedger&) = delete;
+
+  struct Entry {
+    std::atomic<std::uint32_t> pins{0};
+    std::atomic<std::uint32_t> connections{0};
+  };
+
+ private:
+  friend class ClientTable;
+  ClientLedger(Entry* e, std::size_t n, std::size_t bytes) : entries_(e), n_(n), bytes_(bytes) {}
+  Entry* entries_;
+  std::size_t n_;
+  std::size_t bytes_;
+};
+
 // A slot held for one (scope, address); released when the pin goes. Empty when the
 // address is not counted.
 class ClientPin {
  public:
   ClientPin() = default;
-  ClientPin(ClientPin&& o) noexcept : slot_(o.slot_) { o.slot_ = nullptr; }
+  ClientPin(ClientPin&& o) noexcept : slot_(o.slot_), entry_(o.entry_), counted_(o.counted_) {
+    o.slot_ = nullptr;
+    o.entry_ = nullptr;
+    o.counted_ = false;
+  }
   ClientPin& operator=(ClientPin&& o) noexcept;
   ~ClientPin() { reset(); }
   ClientPin(const ClientPin&) = delete;
@@ -62,10 +92,17 @@ class ClientPin {
   ClientSlot& operator*() const { return *slot_; }
   void reset();
 
+  // One more / one fewer connection counted in the slot (and in the worker's ledger).
+  // add_connection returns the slot's count after it.
+  std::uint32_t add_connection();
+  void remove_connection();
+
  private:
   friend class ClientTable;
-  explicit ClientPin(ClientSlot* s) : slot_(s) {}
+  ClientPin(ClientSlot* s, ClientLedger::Entry* e) : slot_(s), entry_(e) {}
   ClientSlot* slot_ = nullptr;
+  ClientLedger::Entry* entry_ = nullptr;  // this worker's ledger line for the slot, or null
+  bool counted_ = false;                  // add_connection() without remove_connection()
 };
 
 class ClientTable {
@@ -87,6 +124,13 @@ class ClientTable {
   // listener); use 0 for the login penalty, which follows an address across listeners.
   ClientPin acquire(std::uint32_t scope, std::string_view address, std::int64_t now_ms);
 
+  // In a worker: record what this process holds in `ledger` from now on.
+  void attach(ClientLedger* ledger) { ledger_ = ledger; }
+  // In the master, once the worker that wrote `ledger` is dead: gives back its pins and
+  // connections. Returns the connections given back.
+  std::size_t release(ClientLedger& ledger);
+  std::size_t size() const { return n_; }
+
   // Where (scope, address) starts looking (for tests), and the hash behind it.
   std::size_t home(std::uint32_t scope, std::string_view address) const;
   static std::uint64_t hash(const HashKey& secret, std::uint32_t scope,
@@ -102,6 +146,9 @@ class ClientTable {
   std::size_t n_;
   std::size_t bytes_;
   HashKey secret_;
+  ClientLedger* ledger_ = nullptr;  // this process's, in a worker
+
+  ClientPin pinned(ClientSlot* s);  // the pin for a slot just pinned, entered in the ledger
 };
 
 // The failed-login penalty, from [limits]. Pure arithmetic over a slot.

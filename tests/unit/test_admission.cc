@@ -248,3 +248,39 @@ TEST(Penalty, ZeroBaseMeansNoDelay) {
   EXPECT_EQ(p.record_failure(s, 5).count(), 0);
   EXPECT_FALSE(p.blocked(s, 6));
 }
+
+// A worker killed while it counts connections: the master gives back what its ledger says
+// it held, and nothing that a live process holds.
+TEST(ClientTable, ADeadWorkersLedgerIsGivenBack) {
+  auto t = ClientTable::create(key_of(9), 1024);
+  ASSERT_TRUE(t);
+  auto ledger = sy::ClientLedger::create(t->size());
+  ASSERT_TRUE(ledger);
+  ClientPin mine = t->acquire(7, "192.0.2.9", 1000);  // the master's own, not ledgered
+  ASSERT_TRUE(mine);
+  EXPECT_EQ(mine.add_connection(), 1u);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    t->attach(ledger.get());
+    auto* a = new ClientPin(t->acquire(7, "192.0.2.9", 1000));
+    auto* b = new ClientPin(t->acquire(7, "192.0.2.9", 1000));
+    auto* c = new ClientPin(t->acquire(7, "198.51.100.1", 1000));
+    bool ok = *a && *b && *c && a->add_connection() == 2 && b->add_connection() == 3;
+    ClientPin gone = t->acquire(7, "198.51.100.2", 1000);  // released before the end
+    ok = ok && gone && gone.add_connection() == 1;
+    gone.reset();
+    ::_exit(ok ? 0 : 1);  // killed, in effect: the pins are never released
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(mine->connections.load(), 3u);
+  EXPECT_EQ(t->release(*ledger), 2u);
+  EXPECT_EQ(mine->connections.load(), 1u);  // the master's own connection stays
+  EXPECT_EQ(t->release(*ledger), 0u);       // given back once
+  ClientPin again = t->acquire(7, "192.0.2.9", 1000);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again.get(), mine.get());
+  EXPECT_EQ(again.add_connection(), 2u);
+}
