@@ -8,6 +8,7 @@
 // with coroutines: silenced here only, where it fires.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <memory>
@@ -58,6 +59,14 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
     sock_.cancel(ignored);  // ends the wait for the next command; run() says 421
   }
   void kick() override { close(); }
+  // The stop's grace is over (or a drain's timeout): 421 without waiting, then close. A
+  // transaction cut here is not acknowledged, so the sender delivers it again.
+  void cut() override {
+    if (!sock_.is_open()) return;
+    const std::string bye = "421 4.3.2 " + hostname_ + " shutting down\r\n";
+    (void)::send(sock_.native_handle(), bye.data(), bye.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    close();
+  }
   std::string describe() const override {
     std::string to;
     for (const auto& r : routes_) to += (to.empty() ? "" : ",") + log_quote(r.address);

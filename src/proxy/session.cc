@@ -154,9 +154,7 @@ ProxySession::ProxySession(WorkerContext& rt, Socket client, const ListenConfig&
   set_client(std::move(remote), local_endpoint(client_.socket().native_handle()));
 }
 
-ProxySession::~ProxySession() {
-  if (conn_slot_) conn_slot_->connections.fetch_sub(1, std::memory_order_relaxed);
-}
+ProxySession::~ProxySession() = default;  // conn_slot_ gives its connection back
 
 void ProxySession::start() {
   registration_ = rt_.sessions.enter(*this, id_, listen_.info().family, SessionStage::PreLogin);
@@ -173,12 +171,41 @@ void ProxySession::log_relay_end(const RelayResult& r, bool write_error) {
   LOG_INFO("%s session %llu closed: client=%s user=\"%s\" phase=relay reason=%s in=%llu "
            "out=%llu",
            protocol_, static_cast<unsigned long long>(id_), peer_.c_str(),
-           log_quote(user_).c_str(), kicked_ ? "kicked" : write_error ? "write error" : r.ended_by,
+           log_quote(user_).c_str(),
+           kicked_ ? "kicked" : cut_ ? "shutdown" : write_error ? "write error" : r.ended_by,
            static_cast<unsigned long long>(r.client_to_store),
            static_cast<unsigned long long>(r.store_to_client));
   client_.close();
   upstream_.close();
   phase_ = Phase::Done;
+}
+
+void ProxySession::shut_down() {
+  if (phase_ == Phase::Relay) goodbye_in_relay("Server shutting down");
+  else interrupt(Interrupt::Shutdown);
+}
+
+void ProxySession::cut() { shut_down(); }
+
+// The relay owns both sockets and may be mid-way through a store's answer: the goodbye is
+// written at once without waiting (a short line goes into any socket buffer that is not
+// already full; if it is, the client learns from the close), then both sides are closed,
+// which ends the relay. A client told BYE in the middle of an answer drops that answer,
+// as it would if the store itself were shutting down.
+void ProxySession::goodbye_in_relay(const std::string& text) {
+  if (cut_ || kicked_ || !client_.is_open()) return;
+  cut_ = true;
+  const std::string bye = goodbye(text);
+  if (client_.is_tls()) {
+    std::error_code ec;
+    Socket::wait_type want;
+    (void)client_.try_write(asio::buffer(bye), ec, &want);
+  } else {
+    (void)::send(client_.socket().native_handle(), bye.data(), bye.size(),
+                 MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+  client_.close();  // wakes both directions of the relay
+  upstream_.close();
 }
 
 void ProxySession::kick() {
@@ -283,7 +310,7 @@ const char* ProxySession::admit() {
       note_uncounted("connections");
       return nullptr;
     }
-    auto n = conn_slot_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
+    auto n = conn_slot_.add_connection();
     if (n > static_cast<std::uint32_t>(listen_.max_connections_per_ip))
       return "Too many connections from your address";
   }

@@ -55,8 +55,9 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
                std::shared_ptr<TlsContext> tls);
   virtual ~ProxySession();
   void start();
-  void shut_down() override { interrupt(Interrupt::Shutdown); }
+  void shut_down() override;
   void kick() override;
+  void cut() override;
   std::string describe() const override;
 
  protected:
@@ -169,6 +170,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   void log_relay_end(const RelayResult& r, bool write_error);
   void arm_login_deadline();
   void interrupt(Interrupt why);
+  void goodbye_in_relay(const std::string& text);  // logged in: goodbye now, then close
   void set_client(Endpoint remote, Endpoint local);
   void set_unknown_client(const char* kind);  // "unix", "unknown": see session.cc
   const char* admit();  // nullptr, or why this client is turned away
@@ -186,6 +188,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession>, public S
   bool client_unknown_ = false;  // a PROXY header gave no IP address for the client
   bool kicked_ = false;  // closed by switchyardctl kick
   bool peer_lost_ = false;  // reset before the session began: no address to go by
+  bool cut_ = false;     // logged in, closed by a stop (after a goodbye)
   bool splicing_ = false;  // the callback relay runs (and owns a reference to us)
   std::string server_;   // the store logged in to, for switchyardctl who
   ClientPin penalty_slot_;  // failed logins from this address (empty: not counted)

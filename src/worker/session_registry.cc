@@ -9,13 +9,13 @@ namespace sy {
 namespace {
 
 // What a stopping worker does with a session in each stage: true, it ends now (told in its
-// protocol's words); false, it may finish. `drain` is the gentler stop after a reload,
+// protocol's words); false, it may finish (within shutdown_grace on a stop). `drain` is the gentler stop after a reload,
 // when the new workers already serve: connections that clients reopen at once (Postfix's
 // LMTP and socketmap clients) move over, and clients at the login prompt may finish.
 bool ends_on_stop(SessionStage s, bool drain) {
   switch (s) {
     case SessionStage::PreLogin: return !drain;
-    case SessionStage::LoggedIn: return false;         // the grace period / drain_timeout
+    case SessionStage::LoggedIn: return !drain;        // BYE now; drained: drain_timeout
     case SessionStage::LmtpIdle: return true;          // Postfix reconnects elsewhere
     case SessionStage::LmtpTransaction: return false;  // never cut in DATA
     case SessionStage::Socketmap: return true;
@@ -155,6 +155,17 @@ std::size_t SessionRegistry::stop(bool drain) {
     if (ends_on_stop(e.stage, draining_)) now.push_back(e.handle);
   for (SessionHandle* s : now) s->shut_down();
   return now.size();
+}
+
+}  // namespace sy
+
+namespace sy {
+
+std::size_t SessionRegistry::cut_all() {
+  std::vector<SessionHandle*> all;
+  for (const auto& [id, e] : entries_) all.push_back(e.handle);
+  for (SessionHandle* s : all) s->cut();  // may leave the registry: not iterating it
+  return all.size();
 }
 
 }  // namespace sy

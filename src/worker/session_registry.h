@@ -43,6 +43,9 @@ class SessionHandle {
   virtual void shut_down() = 0;
   // Close now, whatever the stage (switchyardctl kick).
   virtual void kick() = 0;
+  // Close now, whatever the stage, with the protocol's goodbye where one can still be
+  // sent (the end of a stop's grace period, a drain past drain_timeout).
+  virtual void cut() { kick(); }
   // One line for switchyardctl who, after "<id> <kind> ": "<phase> client=... ..."
   virtual std::string describe() const = 0;
 
@@ -123,6 +126,8 @@ class SessionRegistry {
   // session whose stage ends on it is shut down now, and any that enters such a stage
   // later is shut down then. Returns how many were shut down now.
   std::size_t stop(bool drain);
+  // Cuts every session (SessionHandle::cut); returns how many.
+  std::size_t cut_all();
 
   // Called when the last session leaves while stopping.
   std::function<void()> on_empty;

@@ -108,7 +108,7 @@ TEST(SessionRegistry, KickLeavesLmtpTransactionsToFinish) {
   EXPECT_EQ(reg.with_key("ann").size(), 1u);
 }
 
-TEST(SessionRegistry, StopEndsPreLoginIdleLmtpAndSocketmapNow) {
+TEST(SessionRegistry, StopEndsEverySessionButAnLmtpTransactionNow) {
   SessionRegistry reg;
   FakeSession pre, relay, lmtp_idle, lmtp_tx, smap;
   auto a = reg.enter(pre, reg.next_id(), SessionKind::Imap, SessionStage::PreLogin);
@@ -116,9 +116,9 @@ TEST(SessionRegistry, StopEndsPreLoginIdleLmtpAndSocketmapNow) {
   auto c = reg.enter(lmtp_idle, reg.next_id(), SessionKind::Lmtp, SessionStage::LmtpIdle);
   auto d = reg.enter(lmtp_tx, reg.next_id(), SessionKind::Lmtp, SessionStage::LmtpTransaction);
   auto e = reg.enter(smap, reg.next_id(), SessionKind::Socketmap, SessionStage::Socketmap);
-  EXPECT_EQ(reg.stop(false), 3u);
+  EXPECT_EQ(reg.stop(false), 4u);
   EXPECT_EQ(pre.shut_downs, 1);
-  EXPECT_EQ(relay.shut_downs, 0);
+  EXPECT_EQ(relay.shut_downs, 1);  // logged in: BYE now
   EXPECT_EQ(lmtp_idle.shut_downs, 1);
   EXPECT_EQ(lmtp_tx.shut_downs, 0);  // never cut in DATA
   EXPECT_EQ(smap.shut_downs, 1);
@@ -129,12 +129,14 @@ TEST(SessionRegistry, StopEndsPreLoginIdleLmtpAndSocketmapNow) {
 
 TEST(SessionRegistry, DrainLetsLoginsFinishButMovesPostfixConnections) {
   SessionRegistry reg;
-  FakeSession pre, lmtp_idle, smap;
+  FakeSession pre, lmtp_idle, smap, relay;
   auto a = reg.enter(pre, reg.next_id(), SessionKind::Pop3, SessionStage::PreLogin);
   auto b = reg.enter(lmtp_idle, reg.next_id(), SessionKind::Lmtp, SessionStage::LmtpIdle);
   auto c = reg.enter(smap, reg.next_id(), SessionKind::Socketmap, SessionStage::Socketmap);
+  auto d = reg.enter(relay, reg.next_id(), SessionKind::Imap, SessionStage::LoggedIn);
   EXPECT_EQ(reg.stop(true), 2u);
   EXPECT_EQ(pre.shut_downs, 0);
+  EXPECT_EQ(relay.shut_downs, 0);  // logged in: until drain_timeout
   // A stop after the drain is a real stop.
   reg.stop(false);
   EXPECT_EQ(pre.shut_downs, 1);
