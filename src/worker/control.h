@@ -1,14 +1,20 @@
 // The worker's control socket, for switchyardctl: each worker listens on
 // <control_dir>/worker-<pid>.sock (made as root before the privilege drop, mode 0600,
 // so only root may talk to it). One command per connection, a line in, lines out, then
-// a line with a single ".":
-//   status         worker <pid> sessions <n> prelogin <n> cache <entries>
-//   who            one line per session: id kind stage client=... (by kind) key="..."
-//   kick USER      close the sessions whose map key is USER's, any spelling ("kicked <n>")
-//   flush          empty the lookup cache and the kept LMTP connections ("flushed")
+// a line with a single ".". status, who, kick and flush answer with one JSON document:
+//   status         {"pid", "started", "uptime_seconds", "draining", "sessions": {"total",
+//                  "by_protocol": {PROTOCOL: {STAGE: n}}}, "cache", "backends", "holds"}
+//   who [USER]     [{"id": "<pid>:<n>", "pid", "protocol", "stage", "phase", "client",
+//                  ... (by kind: user, server; from, to; requests), "keys"}], all sessions
+//                  or those whose map key is USER's
+//   kick USER      close the sessions whose map key is USER's, any spelling ({"kicked": n})
+//   flush [USER]   forget USER's cached answers, or empty the cache and the kept LMTP
+//                  connections ({"flushed": KEY or "all"})
+// and hold, inflight and release (switchyardctl hold/release) answer in text lines.
 #ifndef SWITCHYARD_WORKER_CONTROL_H
 #define SWITCHYARD_WORKER_CONTROL_H
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -28,6 +34,7 @@ class ControlSocket {
  private:
   std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
   std::string path_;
+  std::int64_t started_;  // when the worker started (Unix time), for status
 };
 
 // Opens the socket; nullptr (and *error) when it cannot.

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,8 +31,6 @@
 
 namespace sy {
 namespace {
-
-constexpr auto kStopGrace = std::chrono::seconds(5);
 
 using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 
@@ -60,6 +59,8 @@ asio::awaitable<void> accept_loop(WorkerContext& rt, Acceptor& acceptor, const B
     Socket s = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      // The master shut the listening socket down (it is stopping): nothing more comes.
+      if (ec == asio::error::invalid_argument) co_return;
       // Say so and breathe instead of spinning.
       ++failures;
       const auto now = SteadyClock::now();
@@ -136,7 +137,7 @@ bool drop_privileges(const std::string& user, std::string* error) {
 }
 
 int run_worker(const Config& config, const std::vector<BoundListener>& listeners,
-               std::shared_ptr<TlsContext> store_tls, ClientTable* clients) {
+               std::shared_ptr<TlsContext> store_tls, ClientTable* clients, pid_t supervisor) {
   std::string error;
   std::shared_ptr<const MapChain> chain = load_chain(config, &error);
   if (!chain) {
@@ -159,6 +160,16 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
   if (!drop_privileges(config.user, &error)) {
     LOG_ERROR("%s", error.c_str());
     return 2;
+  }
+  // After the drop (a change of credentials clears it): a master that dies, even by
+  // SIGKILL, takes its workers with it, and they stop holding the ports. If it died
+  // before this line, the parent is someone else already.
+  if (supervisor > 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != supervisor) {
+      LOG_ERROR("the master (pid %d) is gone; not starting", static_cast<int>(supervisor));
+      return 2;
+    }
   }
   WorkerContext rt(io, config, std::move(chain), std::move(store_tls), clients, std::move(holds),
                    std::move(control));
@@ -186,41 +197,70 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
 
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGUSR2);
   asio::steady_timer grace(io);
-  auto stop_accepting = [&] {
+  // On a stop with no master left to do it (single process, or the master died), the
+  // listening sockets are shut down, not just closed here: they stop listening at once,
+  // so connects are refused instead of waiting in a queue nobody serves.
+  auto stop_accepting = [&](bool stop) {
     rt.draining = true;
+    const bool orphan = supervisor == 0 || ::getppid() != supervisor;
     for (auto& a : acceptors) {
+      if (stop && orphan && a->is_open()) ::shutdown(a->native_handle(), SHUT_RDWR);
       std::error_code ignored;
       a->close(ignored);
     }
     rt.lmtp_pool->clear();  // kept store connections would outlive the last session
   };
   rt.sessions.on_empty = [&] { io.stop(); };
+  bool drained = false;  // SIGUSR2 came: the sessions left are a drain's
+  bool stopping = false;
   std::function<void(const std::error_code&, int)> on_signal =
       [&](const std::error_code& ec, int sig) {
         if (ec) return;
-        stop_accepting();
-        const bool drain = sig == SIGUSR2;
-        // What each kind of session does now is the registry's (ends_on_stop).
-        std::size_t told = rt.sessions.stop(drain);
+        signals.async_wait(on_signal);
+        stop_accepting(sig != SIGUSR2);
+        if (sig == SIGUSR2) {
+          if (stopping) return;
+          // After a reload, old sessions (an IDLE, a login in progress) may finish on their
+          // own terms; the master ends the drain with SIGTERM after drain_timeout (the
+          // configuration's now in force, not this worker's).
+          drained = true;
+          rt.sessions.stop(true);
+          if (rt.sessions.size() == 0) {
+            io.stop();
+            return;
+          }
+          LOG_INFO("draining: %zu sessions left", rt.sessions.size());
+          return;
+        }
+        if (stopping) return;
+        stopping = true;
+        if (drained) {
+          // Said per session, so that a cut after a reload is never silent.
+          for (const auto& [id, e] : rt.sessions.entries())
+            LOG_NOTICE("drain_timeout reached: closing %s session %d:%llu %s", kind_name(e.kind),
+                       static_cast<int>(::getpid()), static_cast<unsigned long long>(id),
+                       e.handle->describe().c_str());
+        }
+        // What each kind of session does now is the registry's (ends_on_stop): every
+        // one gets its goodbye but an LMTP transaction, which may finish.
+        std::size_t told = rt.sessions.stop(false);
         if (rt.sessions.size() == 0) {
           io.stop();
           return;
         }
-        if (!drain) {
-          LOG_INFO("stopping: %zu sessions told to end, %zu get %llds to finish", told,
-                   rt.sessions.size(), static_cast<long long>(kStopGrace.count()));
-          grace.expires_after(kStopGrace);
-        } else {
-          // After a reload, old sessions (an IDLE, a login in progress) may finish on their
-          // own terms, but not forever: past drain_timeout they are closed.
-          LOG_INFO("draining: %zu sessions left, at most %s", rt.sessions.size(),
-                   format_duration(config.limits.drain_timeout).c_str());
-          grace.expires_after(config.limits.drain_timeout);
-        }
+        const Millis g = config.limits.shutdown_grace;
+        LOG_INFO("stopping: %zu sessions told to end, %zu left get %s to finish", told,
+                 rt.sessions.size(), format_duration(g).c_str());
+        grace.expires_after(g);
         grace.async_wait([&](const std::error_code& e) {
-          if (!e) io.stop();
+          if (e) return;
+          for (const auto& [id, en] : rt.sessions.entries())
+            LOG_NOTICE("shutdown_grace reached: closing %s session %d:%llu %s",
+                       kind_name(en.kind), static_cast<int>(::getpid()),
+                       static_cast<unsigned long long>(id), en.handle->describe().c_str());
+          rt.sessions.cut_all();
+          io.stop();
         });
-        signals.async_wait(on_signal);
       };
   signals.async_wait(on_signal);
   LOG_DEBUG("worker ready: %zu listeners", acceptors.size());

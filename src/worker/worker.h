@@ -3,6 +3,8 @@
 #ifndef SWITCHYARD_WORKER_WORKER_H
 #define SWITCHYARD_WORKER_WORKER_H
 
+#include <sys/types.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,12 +21,17 @@ struct BoundListener {
   std::shared_ptr<TlsContext> tls;   // server context, or nullptr without a certificate
 };
 
-// Runs until SIGTERM/SIGINT (stop: close listeners, end sessions after a grace period) or
-// SIGUSR2 (drain: close listeners, exit when the last session ends). Returns an exit code.
+// Runs until SIGTERM/SIGINT (stop: stop accepting, say goodbye to every session, let LMTP
+// transactions finish within shutdown_grace, then exit) or SIGUSR2 (drain: stop
+// accepting, exit when the last session ends; the master sends SIGTERM once the drain has
+// lasted its drain_timeout). Returns an exit code.
 // `store_tls` is the client context for back ends that use TLS.
 // `clients` is the table shared by all workers (per-address limits).
+// `supervisor`: the master's pid when forked from one; the worker then ends (SIGTERM) when
+// the master dies, whatever killed it. 0 in single-process mode.
 int run_worker(const Config& config, const std::vector<BoundListener>& listeners,
-               std::shared_ptr<TlsContext> store_tls, ClientTable* clients);
+               std::shared_ptr<TlsContext> store_tls, ClientTable* clients,
+               pid_t supervisor = 0);
 
 // setgroups/setresgid/setresuid to `user`; a no-op (true) when not running as root.
 [[nodiscard]] bool drop_privileges(const std::string& user, std::string* error);
