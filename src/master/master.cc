@@ -3,12 +3,17 @@
 
 #include "master/master.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +22,7 @@
 #include <cstring>
 #include <algorithm>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <thread>
@@ -26,6 +32,8 @@
 #include "log/log.h"
 #include "map/chain.h"
 #include "metrics/metrics.h"
+#include "master/notify.h"
+#include "master/preflight.h"
 #include "worker/control.h"
 #include "worker/worker.h"
 #include "net/address.h"
@@ -247,29 +255,160 @@ void daemonize() {
   }
 }
 
+// The master's own control socket, <control_dir>/master.sock (root only, like the
+// workers'), for switchyardctl: one command per connection, a line in, a reply, then a
+// line with ".". "reload" answers only once the reload is done: "ok ..." or
+// "refused <why>"; "status" answers with one JSON document; "stop" says "stopping".
+std::string master_socket_path(const std::string& control_dir) {
+  return control_dir + "/master.sock";
+}
+
+int open_master_socket(const std::string& path, std::string* error) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    *error = std::strerror(errno);
+    return -1;
+  }
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sun.sun_path) {
+    *error = path + ": path too long";
+    ::close(fd);
+    return -1;
+  }
+  std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  ::unlink(path.c_str());
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0 || ::listen(fd, 8) != 0) {
+    *error = path + ": " + std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
+  ::chmod(path.c_str(), 0600);
+  return fd;
+}
+
+// What a previous run may have left: worker sockets of processes that are gone.
+void remove_stale_sockets(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  while (dirent* e = ::readdir(d)) {
+    int pid = 0;
+    if (std::sscanf(e->d_name, "worker-%d.sock", &pid) == 1 && pid > 0 &&
+        ::kill(pid, 0) != 0 && errno == ESRCH)
+      ::unlinkat(::dirfd(d), e->d_name, 0);
+  }
+  ::closedir(d);
+}
+
+// What a client still waiting in a listener's queue hears when the daemon stops: the
+// protocol's goodbye in place of a greeting (RFC 3501 allows a BYE greeting), or just the
+// close where a TLS handshake would come first or the protocol has no greeting.
+std::string queued_goodbye(const ListenConfig& l) {
+  if (l.implicit_tls()) return "";
+  switch (l.info().family) {
+    case Family::Imap: return "* BYE Server shutting down\r\n";
+    case Family::Pop3: return "-ERR Server shutting down\r\n";
+    case Family::Lmtp: return "421 4.3.2 Service shutting down\r\n";
+    case Family::Socketmap: return "";
+    case Family::Metrics: return "";
+  }
+  return "";
+}
+
+// Takes whatever the kernel already accepted on `l` and answers it, then shuts the socket
+// down: from then on it no longer listens, for the workers either (they share it), and a
+// connect is refused. Between the last accept and the shutdown is a window of a few
+// instructions; a client that lands in it sees a reset, never a silent wait.
+void stop_listening(const BoundListener& l) {
+  const std::string bye = queued_goodbye(l.config);
+  for (int n = 0; n < 100000; ++n) {
+    int c = ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0) break;
+    if (!bye.empty()) (void)::send(c, bye.data(), bye.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(c);
+  }
+  ::shutdown(l.fd, SHUT_RDWR);
+}
+
 class Supervisor {
  public:
   Supervisor(Config config, std::map<std::string, int> bound, std::vector<BoundListener> listeners,
              std::shared_ptr<TlsContext> store_tls, ClientTable* clients, sigset_t signals)
       : config_(std::move(config)), bound_(std::move(bound)), listeners_(std::move(listeners)),
         store_tls_(std::move(store_tls)), clients_(clients), signals_(signals),
-        slots_(config_.workers) {}
+        slots_(config_.workers), started_(::time(nullptr)) {}
+
+  ~Supervisor() {
+    if (signal_fd_ >= 0) ::close(signal_fd_);
+    if (control_fd_ >= 0) ::close(control_fd_);
+  }
 
   int run() {
+    signal_fd_ = ::signalfd(-1, &signals_, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (signal_fd_ < 0) {
+      LOG_ERROR("signalfd: %s", std::strerror(errno));
+      return 1;
+    }
+    if (!config_.control_dir.empty()) {
+      std::string why;
+      control_path_ = master_socket_path(config_.control_dir);
+      control_fd_ = open_master_socket(control_path_, &why);
+      if (control_fd_ < 0) {
+        LOG_WARN("no master control socket: %s", why.c_str());
+        control_path_.clear();
+      }
+    }
+    spawn_due();
+    service_notify("READY=1\nMAINPID=" + std::to_string(::getpid()) + "\nSTATUS=" + summary());
     for (;;) {
       spawn_due();
-      siginfo_t info;
-      timespec wait = next_wait();
-      int sig = ::sigtimedwait(&signals_, &info, &wait);
-      if (sig == SIGCHLD) reap();
-      else if (sig == SIGTERM || sig == SIGINT) return stop();
-      else if (sig == SIGHUP) reload();
+      cut_overdue_drains();
+      pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {control_fd_, POLLIN, 0}};
+      int n = ::poll(fds, control_fd_ >= 0 ? 2 : 1, next_wait_ms());
+      if (n < 0 && errno != EINTR) {
+        LOG_ERROR("poll: %s", std::strerror(errno));
+        return stop();
+      }
+      if (n <= 0) continue;
+      if (fds[0].revents & POLLIN) {
+        signalfd_siginfo info;
+        while (::read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+          const int sig = static_cast<int>(info.ssi_signo);
+          if (sig == SIGCHLD) {
+            reap();
+          } else if (sig == SIGTERM || sig == SIGINT) {
+            return stop();
+          } else if (sig == SIGHUP) {
+            std::string why;
+            (void)reload(&why);
+          }
+        }
+      }
+      if (control_fd_ >= 0 && (fds[1].revents & POLLIN) && serve_control()) return stop();
     }
   }
 
  private:
+  struct Draining {
+    Clock::time_point since;
+    std::unique_ptr<ClientLedger> ledger;
+    bool cut = false;  // SIGTERM sent: past drain_timeout
+  };
+
+  std::string summary() const {
+    std::size_t live = 0;
+    for (const auto& s : slots_)
+      if (s.pid > 0) ++live;
+    return std::to_string(listeners_.size()) + " listeners, " + std::to_string(live) + "/" +
+           std::to_string(slots_.size()) + " workers" +
+           (draining_.empty() ? "" : ", " + std::to_string(draining_.size()) + " draining");
+  }
+
   void spawn(Slot& s) {
     const int counters = metrics::claim_slot();
+    // Each worker's ledger of what it holds in the client table, shared with us only.
+    auto ledger = clients_ ? ClientLedger::create(clients_->size()) : nullptr;
+    const pid_t master = ::getpid();
     pid_t pid = ::fork();
     if (pid != 0) metrics::slot_owner(counters, pid);  // pid < 0: free again
     if (pid < 0) {
@@ -281,14 +420,19 @@ class Supervisor {
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      if (signal_fd_ >= 0) ::close(signal_fd_);
+      if (control_fd_ >= 0) ::close(control_fd_);
+      ::unsetenv("NOTIFY_SOCKET");  // the master alone speaks to the service manager
       log_reopen();
       metrics::become_worker(counters, config_);
-      int rc = run_worker(config_, listeners_, store_tls_, clients_);
+      if (clients_) clients_->attach(ledger.get());
+      int rc = run_worker(config_, listeners_, store_tls_, clients_, master);
       std::fflush(nullptr);
       ::_exit(rc);
     }
     s.pid = pid;
     s.started = Clock::now();
+    ledgers_[pid] = std::move(ledger);
   }
 
   void spawn_due() {
@@ -297,24 +441,61 @@ class Supervisor {
       if (s.pid == 0 && s.respawn_at <= now) spawn(s);
   }
 
-  timespec next_wait() const {
+  // A drain lasts at most the drain_timeout of the configuration now in force: past it,
+  // the old worker is told to stop (goodbye to every session, a log line for each).
+  void cut_overdue_drains() {
+    const auto now = Clock::now();
+    for (auto& [pid, d] : draining_) {
+      if (d.cut || now < d.since + config_.limits.drain_timeout) continue;
+      d.cut = true;
+      LOG_NOTICE("worker %d still has sessions after drain_timeout (%s): stopping it",
+                 static_cast<int>(pid), format_duration(config_.limits.drain_timeout).c_str());
+      ::kill(pid, SIGTERM);
+    }
+  }
+
+  int next_wait_ms() const {
     auto now = Clock::now();
     auto next = now + std::chrono::seconds(5);
     for (const auto& s : slots_)
       if (s.pid == 0 && s.respawn_at < next) next = s.respawn_at;
+    for (const auto& [pid, d] : draining_)
+      if (!d.cut && d.since + config_.limits.drain_timeout < next)
+        next = d.since + config_.limits.drain_timeout;
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count();
-    if (ms < 1) ms = 1;
-    return timespec{static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000L};
+    return static_cast<int>(std::clamp<long long>(ms, 1, 5000));
+  }
+
+  // A worker is gone: its control socket goes, and whatever it held in the client table
+  // is given back (it cannot do so itself if it was killed).
+  void forget_worker(pid_t pid) {
+    metrics::worker_gone(static_cast<int>(pid));
+    if (!config_.control_dir.empty())
+      ::unlink(control_path(config_.control_dir, static_cast<int>(pid)).c_str());
+    std::unique_ptr<ClientLedger> ledger;
+    if (auto it = ledgers_.find(pid); it != ledgers_.end()) {
+      ledger = std::move(it->second);
+      ledgers_.erase(it);
+    }
+    if (auto it = draining_.find(pid); it != draining_.end()) {
+      if (!ledger) ledger = std::move(it->second.ledger);
+      draining_.erase(it);
+    }
+    if (ledger && clients_) {
+      std::size_t n = clients_->release(*ledger);
+      if (n > 0)
+        LOG_NOTICE("worker %d: gave back %zu per-address connection counts it still held",
+                   static_cast<int>(pid), n);
+    }
   }
 
   void reap() {
     int status;
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
-      if (!config_.control_dir.empty())
-        ::unlink(control_path(config_.control_dir, static_cast<int>(pid)).c_str());
-      metrics::worker_gone(static_cast<int>(pid));
-      if (draining_.erase(pid)) continue;
+      const bool was_draining = draining_.count(pid) > 0;
+      forget_worker(pid);
+      if (was_draining) continue;
       for (auto& s : slots_) {
         if (s.pid != pid) continue;
         s.pid = 0;
@@ -333,30 +514,50 @@ class Supervisor {
     }
   }
 
-  void reload() {
-    Config fresh;
-    std::string error;
-    if (!load_config(config_.path, &fresh, &error) || !check_maps(fresh, &error)) {
-      LOG_ERROR("reload refused, keeping the running config: %s", error.c_str());
-      metrics::reload(false);
-      return;
+  // Re-reads everything; on any error the running configuration stays, untouched, and
+  // *why says what was wrong. The service manager hears RELOADING=1, then READY=1.
+  bool reload(std::string* why) {
+    service_notify("RELOADING=1\n" + monotonic_usec_field() + "\nSTATUS=reloading");
+    bool ok = try_reload(why);
+    ++reloads_;
+    last_reload_ok_ = ok;
+    last_reload_error_ = ok ? std::string() : *why;
+    last_reload_at_ = ::time(nullptr);
+    metrics::reload(ok);
+    if (ok) {
+      LOG_NOTICE("configuration reloaded: %d workers", config_.workers);
+    } else {
+      LOG_ERROR("reload refused, keeping the running config: %s", why->c_str());
     }
+    service_notify(std::string("READY=1\nSTATUS=") +
+                   (ok ? "reloaded; " : "reload refused (running config kept); ") + summary());
+    return ok;
+  }
+
+  bool try_reload(std::string* error) {
+    Config fresh;
+    if (!load_config(config_.path, &fresh, error) || !preflight(fresh, error) ||
+        !check_maps(fresh, error))
+      return false;
     if (fresh.workers == 0) fresh.workers = 1;
     // Certificates first (on unbound copies), so a bad one changes nothing at all.
     std::vector<BoundListener> listeners;
     std::shared_ptr<TlsContext> store_tls;
     for (const auto& l : fresh.listen) listeners.push_back(BoundListener{l, -1, nullptr});
-    if (!load_tls(fresh, &listeners, &store_tls, &error) ||
-        !bind_all(fresh, bound_, &listeners, &error) ||
-        !load_tls(fresh, &listeners, &store_tls, &error)) {
-      LOG_ERROR("reload refused, keeping the running config: %s", error.c_str());
-      metrics::reload(false);
-      return;
-    }
+    if (!load_tls(fresh, &listeners, &store_tls, error) ||
+        !bind_all(fresh, bound_, &listeners, error) ||
+        !load_tls(fresh, &listeners, &store_tls, error))
+      return false;
+    const auto now = Clock::now();
     for (auto& s : slots_) {
       if (s.pid > 0) {
         ::kill(s.pid, SIGUSR2);
-        draining_.insert(s.pid);
+        Draining d{now, nullptr, false};
+        if (auto it = ledgers_.find(s.pid); it != ledgers_.end()) {
+          d.ledger = std::move(it->second);
+          ledgers_.erase(it);
+        }
+        draining_[s.pid] = std::move(d);
       }
     }
     config_ = std::move(fresh);
@@ -364,34 +565,126 @@ class Supervisor {
     store_tls_ = std::move(store_tls);
     slots_.assign(config_.workers, Slot{});
     metrics::register_names(config_);
-    metrics::reload(true);
-    LOG_NOTICE("configuration reloaded: %d workers", config_.workers);
+    return true;
   }
 
+  nlohmann::ordered_json status_json() const {
+    nlohmann::ordered_json j;
+    j["version"] = PACKAGE_VERSION;
+    j["pid"] = static_cast<int>(::getpid());
+    j["started"] = static_cast<std::int64_t>(started_);
+    j["uptime_seconds"] = static_cast<std::int64_t>(::time(nullptr) - started_);
+    j["config"] = config_.path;
+    j["listeners"] = nlohmann::ordered_json::array();
+    for (const auto& l : listeners_)
+      j["listeners"].push_back({{"protocol", l.config.info().name}, {"address", l.config.address}});
+    j["workers"] = nlohmann::ordered_json::array();
+    for (const auto& s : slots_)
+      if (s.pid > 0) j["workers"].push_back({{"pid", s.pid}, {"draining", false}});
+    for (const auto& [pid, d] : draining_)
+      j["workers"].push_back({{"pid", pid}, {"draining", true}});
+    j["workers_configured"] = config_.workers;
+    j["reloads"] = reloads_;
+    if (reloads_ > 0)
+      j["last_reload"] = {{"ok", last_reload_ok_},
+                          {"at", static_cast<std::int64_t>(last_reload_at_)},
+                          {"error", last_reload_error_}};
+    return j;
+  }
+
+  // One client of master.sock, served to the end (root's switchyardctl: a read that stalls
+  // gives up after 2 s). Returns true when it asked to stop.
+  bool serve_control() {
+    int fd = ::accept4(control_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return false;
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    std::string line;
+    char buf[256];
+    while (line.find('\n') == std::string::npos && line.size() < 1024) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      line.append(buf, static_cast<std::size_t>(n));
+    }
+    line = line.substr(0, line.find_first_of("\r\n"));
+    std::string reply;
+    bool stop_now = false;
+    if (line == "reload") {
+      std::string why;
+      reply = reload(&why) ? "ok reloaded: " + summary() : "refused " + why;
+    } else if (line == "status") {
+      reply = status_json().dump();
+    } else if (line == "stop") {
+      reply = "stopping";
+      stop_now = true;
+    } else {
+      reply = "error unknown command";
+    }
+    reply += "\n.\n";
+    const char* p = reply.data();
+    std::size_t left = reply.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd, p, left);
+      if (n <= 0) break;
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    return stop_now;
+  }
+
+  // Listeners first: shut down, the sockets stop listening at once for every process that
+  // shares them (the workers too), so no connection is accepted and then left waiting;
+  // connects are refused from here on. Then every worker says goodbye to its sessions
+  // and gets shutdown_grace for LMTP transactions to finish.
   int stop() {
     LOG_NOTICE("stopping");
-    std::vector<pid_t> all(draining_.begin(), draining_.end());
+    service_notify("STOPPING=1\nSTATUS=stopping");
+    for (const auto& l : listeners_) stop_listening(l);
+    for (const auto& l : listeners_) {
+      std::string why;
+      auto addr = parse_socket_address(l.config.address, &why);
+      if (addr && addr->kind == SocketAddress::Kind::Unix) ::unlink(addr->path.c_str());
+    }
+    if (control_fd_ >= 0) {
+      ::close(control_fd_);
+      control_fd_ = -1;
+      ::unlink(control_path_.c_str());
+    }
+    std::set<pid_t> all;
+    for (const auto& [pid, d] : draining_) all.insert(pid);
     for (auto& s : slots_)
-      if (s.pid > 0) all.push_back(s.pid);
+      if (s.pid > 0) all.insert(s.pid);
     for (pid_t p : all) ::kill(p, SIGTERM);
-    auto deadline = Clock::now() + std::chrono::seconds(10);
-    std::size_t left = all.size();
-    while (left > 0 && Clock::now() < deadline) {
+    // The workers' own grace, and a little for them to wind down.
+    auto deadline = Clock::now() + config_.limits.shutdown_grace + std::chrono::seconds(5);
+    while (!all.empty() && Clock::now() < deadline) {
       int status;
       pid_t pid = ::waitpid(-1, &status, WNOHANG);
       if (pid > 0) {
-        --left;
+        all.erase(pid);
+        forget_worker(pid);
         continue;
       }
-      siginfo_t info;
-      timespec t{0, 100 * 1000000L};
-      ::sigtimedwait(&signals_, &info, &t);
+      pollfd pfd{signal_fd_, POLLIN, 0};
+      if (::poll(&pfd, 1, 100) > 0) {
+        signalfd_siginfo info;
+        while (::read(signal_fd_, &info, sizeof info) > 0) {
+        }
+      }
     }
-    if (left > 0)
-      for (pid_t p : all) ::kill(p, SIGKILL);
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    for (pid_t p : all) {
+      LOG_WARN("worker %d did not stop in time: killing it", static_cast<int>(p));
+      ::kill(p, SIGKILL);
     }
+    pid_t pid;
+    while ((pid = ::waitpid(-1, nullptr, 0)) > 0) forget_worker(pid);
+    for (pid_t p : all) forget_worker(p);
+    for (auto& [address, fd] : bound_) ::close(fd);
+    bound_.clear();
     if (!config_.pid_file.empty()) ::unlink(config_.pid_file.c_str());
+    LOG_NOTICE("stopped");
     return 0;
   }
 
@@ -402,7 +695,16 @@ class Supervisor {
   ClientTable* clients_;
   sigset_t signals_;
   std::vector<Slot> slots_;
-  std::set<pid_t> draining_;
+  std::map<pid_t, Draining> draining_;
+  std::map<pid_t, std::unique_ptr<ClientLedger>> ledgers_;  // the live workers'
+  int signal_fd_ = -1;
+  int control_fd_ = -1;
+  std::string control_path_;
+  time_t started_;
+  long reloads_ = 0;
+  bool last_reload_ok_ = true;
+  std::string last_reload_error_;
+  time_t last_reload_at_ = 0;
 };
 
 }  // namespace
@@ -418,7 +720,8 @@ int run_master(const MasterOptions& options) {
     std::vector<BoundListener> unbound;
     for (const auto& l : config.listen) unbound.push_back(BoundListener{l, -1, nullptr});
     std::shared_ptr<TlsContext> store_tls;
-    if (!check_maps(config, &error) || !load_tls(config, &unbound, &store_tls, &error)) {
+    if (!preflight(config, &error) || !check_maps(config, &error) ||
+        !load_tls(config, &unbound, &store_tls, &error)) {
       std::fprintf(stderr, "%s\n", error.c_str());
       return 1;
     }
@@ -433,7 +736,7 @@ int run_master(const MasterOptions& options) {
   for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   log_setup(config.log, options.foreground, "switchyard");
-  if (!check_maps(config, &error)) {
+  if (!preflight(config, &error) || !check_maps(config, &error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }
@@ -449,6 +752,7 @@ int run_master(const MasterOptions& options) {
   if (!config.control_dir.empty() && ::mkdir(config.control_dir.c_str(), 0755) != 0 &&
       errno != EEXIST)
     LOG_WARN("cannot create %s: %s", config.control_dir.c_str(), std::strerror(errno));
+  if (!config.control_dir.empty()) remove_stale_sockets(config.control_dir);
   if (!options.foreground) {
     daemonize();
     stderr_to_log();
@@ -467,6 +771,8 @@ int run_master(const MasterOptions& options) {
     const int counters = metrics::claim_slot();
     metrics::slot_owner(counters, static_cast<int>(::getpid()));
     metrics::become_worker(counters, config);
+    service_notify("READY=1\nMAINPID=" + std::to_string(::getpid()) +
+                   "\nSTATUS=serving from one process (workers = 0)");
     int rc = run_worker(config, listeners, store_tls, clients.get());
     if (!config.pid_file.empty()) ::unlink(config.pid_file.c_str());
     return rc;
