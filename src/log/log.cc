@@ -2,12 +2,14 @@
 #include "log/log.h"
 
 #include <pthread.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <syslog.h>
 #include <unistd.h>
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
 #include "config/config.h"
@@ -17,6 +19,7 @@ namespace {
 
 LogLevel g_level = LogLevel::Info;
 bool g_syslog = false;
+bool g_journal = false;  // stderr is journald's stream: "<N>" priority prefixes, no stamp
 int g_facility = LOG_MAIL;
 std::string g_ident = "switchyard";
 pid_t g_pid = 0;  // this process's, for the stderr lines (0: ask, not set up yet)
@@ -44,6 +47,19 @@ int facility_code(const std::string& f) {
   return LOG_MAIL;
 }
 
+// systemd sets JOURNAL_STREAM to "<device>:<inode>" of the stream it connects stderr
+// to; a match means stderr still is that stream (not redirected since).
+bool stderr_is_journal() {
+  const char* env = std::getenv("JOURNAL_STREAM");
+  if (!env) return false;
+  unsigned long long dev = 0, ino = 0;
+  if (std::sscanf(env, "%llu:%llu", &dev, &ino) != 2) return false;
+  struct stat st;
+  if (::fstat(2, &st) != 0) return false;
+  return static_cast<unsigned long long>(st.st_dev) == dev &&
+         static_cast<unsigned long long>(st.st_ino) == ino;
+}
+
 }  // namespace
 
 void log_setup(const LogConfig& config, bool force_stderr, const char* ident) {
@@ -56,6 +72,7 @@ void log_setup(const LogConfig& config, bool force_stderr, const char* ident) {
   g_pid = ::getpid();
   static bool watching_forks = false;  // every child (daemon, workers) learns its own pid
   if (!watching_forks) watching_forks = ::pthread_atfork(nullptr, nullptr, [] { g_pid = ::getpid(); }) == 0;
+  g_journal = !g_syslog && stderr_is_journal();
   if (g_syslog) ::openlog(g_ident.c_str(), LOG_PID | LOG_NDELAY, g_facility);
 }
 
@@ -75,6 +92,13 @@ void log_message(LogLevel level, const char* format, ...) {
   va_end(ap);
   if (g_syslog) {
     ::syslog(syslog_priority(level), "%s", msg);
+    return;
+  }
+  if (g_journal) {
+    // journald files the line at this priority and keeps the time; the pid says which
+    // process wrote it (the workers share the master's stream).
+    std::fprintf(stderr, "<%d>[%d] %s: %s\n", syslog_priority(level),
+                 static_cast<int>(g_pid != 0 ? g_pid : ::getpid()), level_name(level), msg);
     return;
   }
   struct timeval tv;
