@@ -245,10 +245,24 @@ class ChecksTest(OpsBase):
 
 class StopTest(OpsBase):
     def test_sigterm_leaves_no_connection_waiting_ungreeted(self):
-        port = harness.free_port()
-        proxy = self.start("flood", self.config("flood", [("imap", "127.0.0.1:%d" % port)],
-                                                limits='shutdown_grace = "2s"'))
+        port, lmtp_port = harness.free_ports(2)
+        grace = os.environ.get("SY_TEST_NO_GRACE_KEY") is None  # (for trying older builds)
+        proxy = self.start("flood", self.config(
+            "flood", [("imap", "127.0.0.1:%d" % port), ("lmtp", "127.0.0.1:%d" % lmtp_port)],
+            limits='shutdown_grace = "20s"' if grace else ""))
         self.workers(proxy, 2)
+        # An LMTP transaction in DATA keeps its worker alive through the stop: the window
+        # in which a listener that still listened would take connections nobody serves.
+        busy = LineClient(HOST, lmtp_port)
+        self.addCleanup(busy.close)
+        self.assertTrue(busy.readline().startswith(b"220"))
+        busy.send(b"LHLO c.test\r\n")
+        while not busy.readline().startswith(b"250 "):
+            pass
+        busy.send(b"MAIL FROM:<s@example.test>\r\nRCPT TO:<ann@example.test>\r\nDATA\r\n")
+        for expect in (b"250", b"250", b"354"):
+            self.assertTrue(busy.readline().startswith(expect))
+        busy.send(b"Message-ID: <flood@test>\r\nSubject: x\r\n\r\nfirst half\r\n")
         outcomes = {"refused": 0, "greeted": 0, "reset": 0}
         hung = []
         stop = threading.Event()
@@ -257,7 +271,7 @@ class StopTest(OpsBase):
         def knock():
             while not stop.is_set():
                 s = socket.socket()
-                s.settimeout(4)
+                s.settimeout(3)
                 try:
                     s.connect((HOST, port))
                 except ConnectionRefusedError:
@@ -282,14 +296,23 @@ class StopTest(OpsBase):
         threads = [threading.Thread(target=knock) for _ in range(4)]
         for t in threads:
             t.start()
-        wait_until(lambda: outcomes["greeted"] > 50, 20, "connections greeted before the stop")
-        os.kill(proxy.pid, signal.SIGTERM)
-        proxy.process.wait(20)
-        wait_until(lambda: outcomes["refused"] > 50, 20, "connections refused after the stop")
-        stop.set()
-        for t in threads:
-            t.join(10)
+        try:
+            wait_until(lambda: outcomes["greeted"] > 50, 20, "connections greeted before the stop")
+            os.kill(proxy.pid, signal.SIGTERM)
+            wait_until(lambda: outcomes["refused"] > 50 or hung, 20,
+                       "connections refused after the stop")
+            wait_until(lambda: outcomes["refused"] > 200 or hung, 20, "more refused")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
         self.assertEqual(hung, [], "connections accepted and never greeted (%s)" % outcomes)
+        # The transaction in DATA was let finish, then the daemon ended.
+        self.assertTrue(proxy.running(), "still within shutdown_grace")
+        busy.send(b"second half\r\n.\r\n")
+        self.assertTrue(busy.readline(10).startswith(b"250 2.0.0"))
+        self.assertTrue(busy.readline(10).startswith(b"421"))
+        proxy.process.wait(20)
 
     def test_sigterm_says_goodbye_to_logged_in_sessions_and_cleans_up(self):
         imap_port, pop3_port = harness.free_ports(2)
