@@ -356,11 +356,20 @@ int signal_master(const sy::Config& c, int sig) {
   return 0;
 }
 
+// Workers answer but no master does: the daemon serves from one process (workers = 0).
+bool single_process(const sy::Config& c) {
+  std::vector<Json> answers;
+  std::string error;
+  return ask_workers(c, "status", &answers, &error);
+}
+
 // reload: the master answers once the new configuration is in force, or refused.
 int reload(const sy::Config& c) {
   std::string reply;
   Asked a = ask_master(c, "reload", &reply);
   if (a == Asked::Denied) return fail(denied(master_socket(c)));
+  if (a != Asked::Ok && single_process(c))
+    return fail("no reload in single-process mode (workers = 0): restart switchyard instead");
   if (a != Asked::Ok) return fail(not_running(c));
   if (!reply.empty() && reply.back() == '\n') reply.pop_back();
   const bool ok = reply.rfind("ok ", 0) == 0;
@@ -381,6 +390,8 @@ int stop(const sy::Config& c) {
   Asked a = ask_master(c, "stop", &reply);
   if (a == Asked::Denied) return fail(denied(master_socket(c)));
   if (a != Asked::Ok) {
+    if (c.pid_file.empty() && single_process(c))
+      return fail("single-process mode (workers = 0) and no pid_file: stop it by its pid");
     int rc = signal_master(c, SIGTERM);  // single-process mode has no master socket
     if (rc == 0 && g_json) print_json({{"stop", "signalled"}});
     return rc;

@@ -114,8 +114,9 @@ class OpsBase(unittest.TestCase):
     def workers(self, proxy, count):
         wait_until(lambda: len(harness.children_of(proxy.pid)) == count, 10,
                    "%d workers" % count)
-        wait_until(lambda: len([f for f in os.listdir(self.ctl_dir)
-                                if f.startswith("worker-")]) == count, 10,
+        wait_until(lambda: os.path.isdir(self.ctl_dir) and
+                   len([f for f in os.listdir(self.ctl_dir)
+                        if f.startswith("worker-")]) == count, 10,
                    "%d worker control sockets" % count)
         return sorted(harness.children_of(proxy.pid))
 
@@ -493,6 +494,24 @@ class CtlTest(OpsBase):
                          {"key": "ben@example.test", "kicked": 1, "workers": 2})
         self.assertEqual(b.wait_eof(5), b"")
         a.close()
+
+    def test_single_process_mode_has_status_but_no_reload(self):
+        port = harness.free_port()
+        proxy = self.start("single", self.config("single", [("imap", "127.0.0.1:%d" % port)],
+                                                 workers=0))
+        wait_until(lambda: os.path.isdir(self.ctl_dir) and
+                   any(f.startswith("worker-") for f in os.listdir(self.ctl_dir)), 10,
+                   "the control socket")
+        st = self.ctl_json(proxy, "status")
+        self.assertEqual(st["pid"], proxy.pid)
+        self.assertEqual(st["config"], proxy.conf_path)
+        self.assertEqual(len(st["workers"]), 1)
+        r = self.ctl(proxy, "reload")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no reload in single-process mode", r.stderr)
+        r = self.ctl(proxy, "stop")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        proxy.process.wait(20)
 
     def test_clear_errors_for_permission_and_no_daemon(self):
         port = harness.free_port()
