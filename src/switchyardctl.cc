@@ -99,8 +99,14 @@ Asked ask(const std::string& path, const std::string& command, std::string* repl
   return Asked::Ok;
 }
 
+std::string g_control_group;  // the config's control_group
+
 std::string denied(const std::string& path) {
-  return "permission denied: " + path + " (run as root: the control sockets are root's, mode 0600)";
+  if (!g_control_group.empty())
+    return "permission denied: " + path + " (run as root or a member of group " +
+           g_control_group + ")";
+  return "permission denied: " + path +
+         " (run as root, or set control_group to let a group use the control sockets)";
 }
 
 std::string master_socket(const sy::Config& c) { return c.control_dir + "/master.sock"; }
@@ -109,10 +115,14 @@ std::string not_running(const sy::Config& c) {
   return "no switchyard running (no control socket at " + master_socket(c) + ")";
 }
 
-std::vector<std::string> worker_sockets(const std::string& dir) {
+// The workers' sockets in `dir`; *denied set when the directory may not be read.
+std::vector<std::string> worker_sockets(const std::string& dir, bool* denied = nullptr) {
   std::vector<std::string> sockets;
   DIR* d = ::opendir(dir.c_str());
-  if (!d) return sockets;
+  if (!d) {
+    if (denied) *denied = errno == EACCES || errno == EPERM;
+    return sockets;
+  }
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     if (name.rfind("worker-", 0) == 0 && name.size() > 5 &&
@@ -132,7 +142,10 @@ bool ask_workers(const sy::Config& c, const std::string& command, std::vector<Js
     return false;
   }
   std::string denied_path;
-  for (const auto& s : worker_sockets(c.control_dir)) {
+  bool dir_denied = false;
+  const std::vector<std::string> sockets = worker_sockets(c.control_dir, &dir_denied);
+  if (dir_denied) denied_path = c.control_dir;
+  for (const auto& s : sockets) {
     std::string reply;
     Asked a = ask(s, command, &reply);
     if (a == Asked::Denied) denied_path = s;
@@ -411,7 +424,11 @@ int hold_or_release(const sy::Config& c, bool hold, const std::string& user, int
   if (!holds.load(file, &error)) return fail(error);
   if (hold) holds.add(key);
   else holds.remove(key);
-  if (!holds.save(file, &error)) return fail(error);
+  if (!holds.save(file, &error)) {
+    if (errno == EACCES || errno == EPERM)
+      return fail("permission denied: " + file + " (hold and release rewrite it: run as root)");
+    return fail(error);
+  }
   const std::string command = (hold ? "hold " : "release ") + key;
   for (const auto& s : worker_sockets(c.control_dir)) {
     std::string reply;
@@ -494,6 +511,7 @@ int main(int argc, char** argv) {
   sy::Config config;
   std::string error;
   if (!sy::load_config(path, &config, &error)) return fail(error);
+  g_control_group = config.control_group;
   if (command == "status") return status(config);
   if (command == "who") return who(config, arg);
   if (command == "kick") return kick(config, arg);

@@ -136,6 +136,7 @@ struct Config {
   std::string pid_file;
   std::string map_dir;
   std::string control_dir;  // where workers' control sockets live ("" = none)
+  std::string control_group;  // may use the control sockets besides root ("" = root only)
   std::vector<ListenConfig> listen;
   std::vector<MapConfig> maps;
   UsernamePolicy username;

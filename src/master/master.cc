@@ -263,7 +263,7 @@ std::string master_socket_path(const std::string& control_dir) {
   return control_dir + "/master.sock";
 }
 
-int open_master_socket(const std::string& path, std::string* error) {
+int open_master_socket(const std::string& path, const std::string& group, std::string* error) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     *error = std::strerror(errno);
@@ -283,7 +283,8 @@ int open_master_socket(const std::string& path, std::string* error) {
     ::close(fd);
     return -1;
   }
-  ::chmod(path.c_str(), 0600);
+  if (!grant_control_access(path, group, false))
+    LOG_WARN("%s: cannot give it to group %s; root only", path.c_str(), group.c_str());
   return fd;
 }
 
@@ -352,7 +353,7 @@ class Supervisor {
     if (!config_.control_dir.empty()) {
       std::string why;
       control_path_ = master_socket_path(config_.control_dir);
-      control_fd_ = open_master_socket(control_path_, &why);
+      control_fd_ = open_master_socket(control_path_, config_.control_group, &why);
       if (control_fd_ < 0) {
         LOG_WARN("no master control socket: %s", why.c_str());
         control_path_.clear();
@@ -752,7 +753,12 @@ int run_master(const MasterOptions& options) {
   if (!config.control_dir.empty() && ::mkdir(config.control_dir.c_str(), 0755) != 0 &&
       errno != EEXIST)
     LOG_WARN("cannot create %s: %s", config.control_dir.c_str(), std::strerror(errno));
-  if (!config.control_dir.empty()) remove_stale_sockets(config.control_dir);
+  if (!config.control_dir.empty()) {
+    remove_stale_sockets(config.control_dir);
+    if (!grant_control_access(config.control_dir, config.control_group, true))
+      LOG_WARN("%s: cannot give it to group %s", config.control_dir.c_str(),
+               config.control_group.c_str());
+  }
   if (!options.foreground) {
     daemonize();
     stderr_to_log();

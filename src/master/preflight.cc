@@ -2,6 +2,7 @@
 #include "master/preflight.h"
 
 #include <arpa/inet.h>
+#include <grp.h>
 #include <netdb.h>
 #include <pwd.h>
 #include <sys/socket.h>
@@ -43,6 +44,11 @@ bool preflight(const Config& config, std::string* error) {
     *error = config.path + ": user = \"" + account +
              "\": no such account; the workers could not start (create it, e.g. with "
              "adduser --system --group " + account + ")";
+    return false;
+  }
+  if (!config.control_group.empty() && !::getgrnam(config.control_group.c_str())) {
+    *error = config.path + ": control_group = \"" + config.control_group +
+             "\": no such group";
     return false;
   }
   const std::string& fallback = config.lookup.fallback;

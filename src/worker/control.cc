@@ -1,6 +1,7 @@
 // Worker control socket (see control.h).
 #include "worker/control.h"
 
+#include <grp.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -210,8 +211,18 @@ std::string control_path(const std::string& dir, int pid) {
   return dir + "/worker-" + std::to_string(pid) + ".sock";
 }
 
+bool grant_control_access(const std::string& path, const std::string& group, bool directory) {
+  if (group.empty()) return directory || ::chmod(path.c_str(), 0600) == 0;
+  struct group* g = ::getgrnam(group.c_str());
+  if (!g || ::chown(path.c_str(), 0, g->gr_gid) != 0) {
+    if (!directory) ::chmod(path.c_str(), 0600);
+    return false;
+  }
+  return ::chmod(path.c_str(), directory ? 0750 : 0660) == 0;
+}
+
 std::unique_ptr<ControlSocket> open_control(asio::io_context& io, const std::string& dir,
-                                            std::string* error) {
+                                            const std::string& group, std::string* error) {
   std::string path = control_path(dir, ::getpid());
   ::unlink(path.c_str());
   std::error_code ec;
@@ -223,7 +234,8 @@ std::unique_ptr<ControlSocket> open_control(asio::io_context& io, const std::str
     *error = path + ": " + ec.message();
     return nullptr;
   }
-  ::chmod(path.c_str(), 0600);
+  if (!grant_control_access(path, group, false))
+    LOG_WARN("%s: cannot give it to group %s; root only", path.c_str(), group.c_str());
   return std::make_unique<ControlSocket>(std::move(acc), std::move(path));
 }
 

@@ -39,9 +39,14 @@ class ControlSocket {
 
 // Opens the socket; nullptr (and *error) when it cannot.
 std::unique_ptr<ControlSocket> open_control(asio::io_context& io, const std::string& dir,
-                                            std::string* error);
+                                            const std::string& group, std::string* error);
 // The socket path of worker `pid` (the master removes it when the worker dies).
 std::string control_path(const std::string& dir, int pid);
+
+// Who may use a control socket or the control directory (made by root): root alone
+// (sockets 0600), or also the members of `group` (sockets 0660, the directory 0750, both
+// that group's). False when it could not be done (the socket is then left 0600).
+bool grant_control_access(const std::string& path, const std::string& group, bool directory);
 
 }  // namespace sy
 

@@ -29,7 +29,7 @@ bool HoldSet::load(const std::string& path, std::string* error) {
 
 bool HoldSet::save(const std::string& path, std::string* error) const {
   const std::string tmp = path + ".new";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     *error = tmp + ": " + std::strerror(errno);
     return false;

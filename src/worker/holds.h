@@ -26,7 +26,8 @@ class HoldSet {
   static std::string file_in(const std::string& control_dir) { return control_dir + "/holds"; }
   // A missing file is an empty set. False and *error when it cannot be read.
   [[nodiscard]] bool load(const std::string& path, std::string* error);
-  // Written to a temporary file and renamed over `path` (mode 0600).
+  // Written to a temporary file and renamed over `path` (mode 0644: readable by whoever
+  // may enter control_dir, for switchyardctl status).
   [[nodiscard]] bool save(const std::string& path, std::string* error) const;
 
  private:

@@ -150,7 +150,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
   // The control socket is made as root, so that only root may use it.
   std::unique_ptr<ControlSocket> control;
   if (!config.control_dir.empty()) {
-    control = open_control(io, config.control_dir, &error);
+    control = open_control(io, config.control_dir, config.control_group, &error);
     if (!control) LOG_WARN("no control socket: %s", error.c_str());
   }
   // Users held while their mailbox moves: the file is root's, like the control sockets.

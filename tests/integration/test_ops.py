@@ -524,6 +524,22 @@ class CtlTest(OpsBase):
             self.assertIn("permission denied: %s/" % self.ctl_dir, r.stderr)
             self.assertIn("run as root", r.stderr)
         proxy.stop()
+        # With control_group, its members may; the others are told which group it is.
+        port = harness.free_port()
+        proxy = self.start("group", self.config("group", [("imap", "127.0.0.1:%d" % port)],
+                                                top='control_group = "nogroup"'))
+        self.workers(proxy, 2)
+        os.chmod(proxy.conf_path, 0o644)
+        st = self.ctl(proxy, "--json", "status", user="nobody")
+        self.assertEqual(st.returncode, 0, st.stderr)
+        self.assertEqual(len(json.loads(st.stdout)["workers"]), 2)
+        r = self.ctl(proxy, "hold", "ann@example.test", user="nobody")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("hold and release rewrite it: run as root", r.stderr)
+        r = self.ctl(proxy, "who", user="daemon")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("(run as root or a member of group nogroup)", r.stderr)
+        proxy.stop()
         for args in (["status"], ["who"], ["reload"], ["flush"]):
             r = self.ctl(proxy, *args)
             self.assertEqual(r.returncode, 1, r.stdout)
