@@ -50,6 +50,11 @@ void describe_fields(const std::string& text, Json* out) {
     ++i;
     std::size_t eq = text.find('=', i);
     if (eq == std::string::npos) break;
+    if (std::size_t space = text.find(' ', i); space < eq) {  // a word, not name=value
+      (*out)["phase"] = (*out)["phase"].get<std::string>() + " " + text.substr(i, space - i);
+      i = space;
+      continue;
+    }
     std::string name = text.substr(i, eq - i);
     std::string value;
     if (eq + 1 < text.size() && text[eq + 1] == '"') {
