@@ -226,6 +226,11 @@ def children_of(pid, name=None):
     return found
 
 
+def workers_of(proxy):
+    """The worker PIDs of a running Switchyard (its master's children), sorted."""
+    return sorted(children_of(proxy.pid))
+
+
 # ---------------------------------------------------------------------------
 # Dovecot.
 

@@ -34,8 +34,7 @@ def login_ok(port, user, password, host=HOST):
         client.close()
 
 
-def workers_of(proxy):
-    return sorted(harness.children_of(proxy.pid))
+workers_of = harness.workers_of
 
 
 class DaemonTest(unittest.TestCase):
