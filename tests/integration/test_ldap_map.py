@@ -43,7 +43,7 @@ def maphost_binary():
 def _hex(value):
     if value is None:
         return "-"
-    return (value.encode("utf-8") if isinstance(value, str) else value).hex()
+    return "x" + (value.encode("utf-8") if isinstance(value, str) else value).hex()
 
 
 class ModuleClient:
@@ -81,7 +81,7 @@ class ModuleClient:
         """(return code, value or None)."""
         rc, value = self._call("get", _hex(key), _hex(options))
         return int(rc), (None if value == "-" else
-                         bytes.fromhex(value).decode("utf-8", "replace"))
+                         bytes.fromhex(value[1:]).decode("utf-8", "replace"))
 
     def fork_get(self, key, options=None):
         """The exit status of a forked child that calls get, then fini."""

@@ -5,7 +5,7 @@
 //
 //   maphost MODULE.so
 //
-// Commands (arguments hex-encoded; "-" is a NULL options string):
+// Commands (arguments are "x" and the bytes in hex; "-" is a NULL options string):
 //   init OPTIONS          prints the return code of dbserver_init
 //   get KEY OPTIONS       prints the return code of dbserver_get and the value (hex, or "-")
 //   fini                  prints the return code of dbserver_fini
@@ -35,8 +35,8 @@ bool unhex(const std::string& in, std::string* out, bool* null) {
   *null = in == "-";
   out->clear();
   if (*null) return true;
-  if (in.size() % 2 != 0) return false;
-  for (std::size_t i = 0; i < in.size(); i += 2) {
+  if (in.empty() || in[0] != 'x' || in.size() % 2 != 1) return false;
+  for (std::size_t i = 1; i < in.size(); i += 2) {
     char* end = nullptr;
     const std::string byte = in.substr(i, 2);
     const long v = std::strtol(byte.c_str(), &end, 16);
@@ -48,7 +48,7 @@ bool unhex(const std::string& in, std::string* out, bool* null) {
 
 std::string hex(const char* data, std::size_t size) {
   static const char kDigits[] = "0123456789abcdef";
-  std::string out;
+  std::string out = "x";
   for (std::size_t i = 0; i < size; ++i) {
     const auto b = static_cast<unsigned char>(data[i]);
     out.push_back(kDigits[b >> 4]);
