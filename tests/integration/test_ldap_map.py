@@ -1,7 +1,7 @@
 """The ldap map module (maps/ldap) against a real slapd (tests/integration/slapd.py).
 
 LdapModuleTest, LdapReconnectTest and LdapTlsTest call the module's three functions
-directly (ctypes, as the host calls them): answers, return codes, RFC 4515 escaping, binds,
+directly (through tests/modules/maphost, as the host calls them): answers, return codes, RFC 4515 escaping, binds,
 reconnection, fork, timeouts, StartTLS and ldaps.  SchemaFilesTest loads schema/perdition.*
 into slapd.  LdapProxyTest runs the module in the real daemon in front of two real Dovecot
 stores; LdapOutageTest stops and restarts the directory under a running Switchyard and asks
@@ -10,7 +10,6 @@ stopped by its PID.  The module's option syntax and pure parts are unit-tested i
 maps/ldap/test_ldap.cc.
 """
 
-import ctypes
 import os
 import re
 import shutil
@@ -18,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import unittest
 
@@ -37,56 +35,76 @@ def module_path():
     return harness.require_file(os.path.join(harness.map_dir(), "ldap.so"), "the ldap map")
 
 
+def maphost_binary():
+    return harness.require_file(os.path.join(harness.build_dir(), "tests", "modules", "maphost"),
+                                "tests/modules/maphost (make check builds it)")
+
+
+def _hex(value):
+    if value is None:
+        return "-"
+    return "x" + (value.encode("utf-8") if isinstance(value, str) else value).hex()
+
+
 class ModuleClient:
-    """The module loaded with ctypes; every call's stderr is captured into `log`."""
+    """The module loaded by tests/modules/maphost, a host process of its own that calls the
+    three functions as the daemon does (a module built with sanitizers cannot be loaded into
+    Python); everything the module writes to stderr is collected into `log`."""
 
-    def __init__(self, path):
-        self.lib = ctypes.CDLL(path)
-        self.lib.dbserver_init.argtypes = [ctypes.c_char_p]
-        self.lib.dbserver_init.restype = ctypes.c_int
-        self.lib.dbserver_get.argtypes = [ctypes.c_char_p, ctypes.c_char_p,
-                                          ctypes.POINTER(ctypes.c_void_p),
-                                          ctypes.POINTER(ctypes.c_size_t)]
-        self.lib.dbserver_get.restype = ctypes.c_int
-        self.lib.dbserver_fini.restype = ctypes.c_int
-        self.libc = ctypes.CDLL(None)
-        self.libc.free.argtypes = [ctypes.c_void_p]
-        self.log = ""
+    def __init__(self, path, env=None):
+        self._stderr = tempfile.TemporaryFile()
+        self.host = subprocess.Popen([maphost_binary(), path], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        self._log_bytes = b""
 
-    def _captured(self, call):
-        with tempfile.TemporaryFile() as f:
-            saved = os.dup(2)
-            os.dup2(f.fileno(), 2)
-            try:
-                result = call()
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-            f.seek(0)
-            self.log += f.read().decode("utf-8", "replace")
-        return result
+    @property
+    def log(self):
+        if self._stderr.closed:
+            return self._log_bytes.decode("utf-8", "replace")
+        self._stderr.seek(len(self._log_bytes))
+        self._log_bytes += self._stderr.read()
+        return self._log_bytes.decode("utf-8", "replace")
 
-    @staticmethod
-    def _bytes(value):
-        return value.encode("utf-8") if isinstance(value, str) else value
+    def _call(self, *words):
+        self.host.stdin.write((" ".join(words) + "\n").encode())
+        self.host.stdin.flush()
+        reply = self.host.stdout.readline().decode()
+        if not reply:
+            raise AssertionError("maphost exited (status %s): %s"
+                                 % (self.host.wait(timeout=10), self.log[-2000:]))
+        return reply.split()
 
     def init(self, options):
-        return self._captured(lambda: self.lib.dbserver_init(self._bytes(options)))
+        return int(self._call("init", _hex(options))[0])
 
     def get(self, key, options=None):
         """(return code, value or None)."""
-        out = ctypes.c_void_p()
-        length = ctypes.c_size_t(0)
-        rc = self._captured(lambda: self.lib.dbserver_get(
-            self._bytes(key), self._bytes(options), ctypes.byref(out), ctypes.byref(length)))
-        value = None
-        if out.value:
-            value = ctypes.string_at(out.value, length.value).decode("utf-8", "replace")
-            self.libc.free(out)
-        return rc, value
+        rc, value = self._call("get", _hex(key), _hex(options))
+        return int(rc), (None if value == "-" else
+                         bytes.fromhex(value[1:]).decode("utf-8", "replace"))
+
+    def fork_get(self, key, options=None):
+        """The exit status of a forked child that calls get, then fini."""
+        return int(self._call("forkget", _hex(key), _hex(options))[0])
 
     def fini(self):
-        return self._captured(self.lib.dbserver_fini)
+        if self.host.poll() is not None:
+            return None
+        return int(self._call("fini")[0])
+
+    def close(self):
+        """End of input: the host exits; returns its exit status."""
+        if self.host.poll() is None:
+            self.host.stdin.close()
+            try:
+                self.host.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.host.kill()
+                self.host.wait(timeout=20)
+        self.host.stdout.close()
+        self.log  # noqa: B018 - collects the rest of stderr
+        self._stderr.close()
+        return self.host.returncode
 
 
 # ---------------------------------------------------------------------------
@@ -123,12 +141,16 @@ class LdapModuleTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        status = None
         if getattr(cls, "client", None):
             cls.client.fini()
+            status = cls.client.close()
         if getattr(cls, "slapd", None):
             cls.slapd.stop()
         if not os.environ.get("SWITCHYARD_KEEP_TMP"):
             shutil.rmtree(cls.tmp, ignore_errors=True)
+        if status not in (None, 0):
+            raise AssertionError("maphost exited with status %s: %s" % (status, cls.client.log[-3000:]))
 
     def setUp(self):
         self.client.fini()
@@ -314,17 +336,7 @@ class LdapModuleTest(unittest.TestCase):
         self.assertEqual(self.client.get("jane", options), (0, "store1:143"))
         parent_conn = re.findall(r"conn=(\d+) op=\d+ SRCH ", self.slapd.log_text())[-1]
         accepts = self.slapd.log_text().count(" ACCEPT ")
-        pid = os.fork()
-        if pid == 0:
-            try:
-                rc = self.client.lib.dbserver_get(b"joe", options.encode(),
-                                                  ctypes.byref(ctypes.c_void_p()),
-                                                  ctypes.byref(ctypes.c_size_t(0)))
-                self.client.lib.dbserver_fini()
-            finally:
-                os._exit(0 if rc == 0 else 1)
-        _, status = os.waitpid(pid, 0)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(self.client.fork_get("joe", options), 0)
         # The parent goes on with the connection it had, which the child left alone.
         self.assertEqual(self.client.get("jane", options), (0, "store1:143"))
         log = self.slapd.log_text()
@@ -351,6 +363,7 @@ class LdapReconnectTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.client = ModuleClient(module_path())
         self.client.fini()
+        self.addCleanup(lambda: self.assertEqual(self.client.close(), 0, self.client.log[-3000:]))
         self.addCleanup(self.client.fini)
         self.slapd = Slapd(os.path.join(self.tmp, "slapd"))
         self.addCleanup(self.slapd.stop)
@@ -417,11 +430,15 @@ class LdapTlsTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        status = None
         if getattr(cls, "client", None):
             cls.client.fini()
+            status = cls.client.close()
         if getattr(cls, "slapd", None):
             cls.slapd.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
+        if status not in (None, 0):
+            raise AssertionError("maphost exited with status %s: %s" % (status, cls.client.log[-3000:]))
 
     def setUp(self):
         self.client.fini()
@@ -460,58 +477,35 @@ class LdapTlsTest(unittest.TestCase):
                       self.client.log[start:])
 
     def test_dead_connection_does_not_kill_a_host_that_keeps_sigpipe(self):
-        # Python ignores SIGPIPE; switchyard-map (and Perdition) do not. With TLS, libldap
-        # writes to the connection slapd closed (the TLS goodbye): that must not kill the
-        # host.
+        # maphost, like switchyard and Perdition, keeps SIGPIPE's default action (Python
+        # ignores it). With TLS, libldap writes to the connection slapd closed (the TLS
+        # goodbye): that must not kill the host.
         options = self.slapd.map_options(extensions="x-starttls,x-cacert=" + self.ca[0])
-        script = textwrap.dedent("""\
-            import ctypes, signal, sys
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            lib = ctypes.CDLL(sys.argv[1])
-            options = sys.argv[2].encode()
-            def get(key):
-                out, n = ctypes.c_void_p(), ctypes.c_size_t(0)
-                return lib.dbserver_get(key, options, ctypes.byref(out), ctypes.byref(n))
-            print(lib.dbserver_init(options), get(b"jane"), flush=True)
-            sys.stdin.readline()
-            print(get(b"jane"), get(b"jane"), flush=True)
-            lib.dbserver_fini()
-            print("alive", flush=True)
-            """)
-        host = subprocess.Popen([sys.executable, "-c", script, module_path(), options],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
-        self.addCleanup(lambda: host.poll() is None and host.kill())
+        host = ModuleClient(module_path())
+        self.addCleanup(host.close)
+        self.assertEqual(host.init(options), 0, host.log)
+        self.assertEqual(host.get("jane", options), (0, "store1:143"))
+        self.slapd.stop()
         try:
-            self.assertEqual(host.stdout.readline().split(), ["0", "0"])
-            self.slapd.stop()
-            host.stdin.write("\n")
-            host.stdin.flush()
-            out, _ = host.communicate(timeout=20)
+            self.assertEqual(host.get("jane", options), (-1, None), host.log)
+            self.assertEqual(host.get("jane", options), (-1, None), host.log)
+            self.assertEqual(host.fini(), 0)
         finally:
             self.slapd.start()
-        self.assertEqual(out.split(), ["-1", "-1", "alive"], "exit status %s" % host.returncode)
-        self.assertEqual(host.returncode, 0)
+        self.assertEqual(host.close(), 0, host.log)
 
     def test_verification_cannot_be_turned_off_from_the_environment(self):
         # libldap reads LDAPTLS_REQCERT (like ldap.conf's TLS_REQCERT) once per process: a
-        # fresh interpreter with it set to "never" must still refuse an unknown CA.
-        script = textwrap.dedent("""\
-            import ctypes, sys
-            lib = ctypes.CDLL(sys.argv[1])
-            out, n = ctypes.c_void_p(), ctypes.c_size_t(0)
-            rc = lib.dbserver_get(b"jane", sys.argv[2].encode(), ctypes.byref(out),
-                                  ctypes.byref(n))
-            print(rc)
-            """)
+        # fresh host with it set to "never" must still refuse an unknown CA.
         env = dict(os.environ, LDAPTLS_REQCERT="never")
         for options in (self.slapd.map_options(extensions="x-starttls"),
                         self.slapd.map_options(extensions="x-starttls,x-cacert="
                                                + self.other_ca[0])):
-            result = subprocess.run([sys.executable, "-c", script, module_path(), options],
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, timeout=30)
-            self.assertEqual(result.stdout.strip(), "-1", result.stderr)
+            host = ModuleClient(module_path(), env=env)
+            self.addCleanup(host.close)
+            self.assertEqual(host.get("jane", options), (-1, None), host.log)
+            host.fini()
+            self.assertEqual(host.close(), 0, host.log)
 
 
 class SchemaFilesTest(unittest.TestCase):
