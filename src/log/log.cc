@@ -7,14 +7,10 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <functional>
-#include <mutex>
-#include <string>
 
 #include "config/config.h"
 
@@ -27,13 +23,6 @@ bool g_journal = false;  // stderr is journald's stream: "<N>" priority prefixes
 int g_facility = LOG_MAIL;
 std::string g_ident = "switchyard";
 pid_t g_pid = 0;  // this process's, for the stderr lines (0: ask, not set up yet)
-
-// Lines to stderr wait here while a worker's loop runs (log_buffer_lines), so that the
-// lines of one turn of the loop go out in one write(2).
-std::mutex g_buffer_mutex;
-std::string g_buffer;
-std::function<void()> g_schedule_flush;
-constexpr std::size_t kBufferLimit = 16 * 1024;
 
 int syslog_priority(LogLevel l) {
   switch (l) {
@@ -82,14 +71,7 @@ void log_setup(const LogConfig& config, bool force_stderr, const char* ident) {
   g_syslog = !force_stderr && config.target == "syslog";
   g_pid = ::getpid();
   static bool watching_forks = false;  // every child (daemon, workers) learns its own pid
-  // A child forgets lines its parent had not written yet (the parent writes them) and
-  // writes at once until it asks for buffering itself.
-  if (!watching_forks)
-    watching_forks = ::pthread_atfork(nullptr, nullptr, [] {
-                       g_pid = ::getpid();
-                       g_buffer.clear();
-                       g_schedule_flush = nullptr;
-                     }) == 0;
+  if (!watching_forks) watching_forks = ::pthread_atfork(nullptr, nullptr, [] { g_pid = ::getpid(); }) == 0;
   g_journal = !g_syslog && stderr_is_journal();
   if (g_syslog) ::openlog(g_ident.c_str(), LOG_PID | LOG_NDELAY, g_facility);
 }
@@ -102,60 +84,6 @@ void log_reopen() {
 
 bool log_enabled(LogLevel level) { return level >= g_level; }
 
-namespace {
-
-
-void write_out(const char* data, std::size_t size) {
-  while (size > 0) {
-    ssize_t n = ::write(2, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // nowhere to write: the lines are lost, nothing else is
-    data += n;
-    size -= static_cast<std::size_t>(n);
-  }
-}
-
-void flush_locked() {
-  if (g_buffer.empty()) return;
-  write_out(g_buffer.data(), g_buffer.size());
-  g_buffer.clear();
-}
-
-// One formatted line (with its newline) to stderr, now or with the loop's next flush.
-void emit(LogLevel level, const char* line, std::size_t size) {
-  std::function<void()> schedule;
-  {
-    std::lock_guard lock(g_buffer_mutex);
-    if (!g_schedule_flush || level >= LogLevel::Warning) {
-      flush_locked();  // in order, and what matters goes out at once
-      write_out(line, size);
-      return;
-    }
-    if (g_buffer.empty()) schedule = g_schedule_flush;
-    g_buffer.append(line, size);
-    if (g_buffer.size() >= kBufferLimit) {
-      flush_locked();
-      schedule = nullptr;
-    }
-  }
-  if (schedule) schedule();
-}
-
-}  // namespace
-
-void log_buffer_lines(std::function<void()> schedule_flush) {
-  std::lock_guard lock(g_buffer_mutex);
-  flush_locked();
-  g_schedule_flush = std::move(schedule_flush);
-  static bool at_exit = false;
-  if (!at_exit) at_exit = std::atexit(log_flush) == 0;
-}
-
-void log_flush() {
-  std::lock_guard lock(g_buffer_mutex);
-  flush_locked();
-}
-
 void log_message(LogLevel level, const char* format, ...) {
   char msg[2048];
   va_list ap;
@@ -166,29 +94,22 @@ void log_message(LogLevel level, const char* format, ...) {
     ::syslog(syslog_priority(level), "%s", msg);
     return;
   }
-  char line[2200];
-  int n;
   if (g_journal) {
     // journald files the line at this priority and keeps the time; the pid says which
     // process wrote it (the workers share the master's stream).
-    n = std::snprintf(line, sizeof line, "<%d>[%d] %s: %s\n", syslog_priority(level),
-                      static_cast<int>(g_pid != 0 ? g_pid : ::getpid()), level_name(level), msg);
-  } else {
-    struct timeval tv;
-    ::gettimeofday(&tv, nullptr);
-    struct tm tm;
-    ::localtime_r(&tv.tv_sec, &tm);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    n = std::snprintf(line, sizeof line, "%s.%03ld %s[%d]: %s: %s\n", stamp,
-                      static_cast<long>(tv.tv_usec / 1000), g_ident.c_str(),
-                      static_cast<int>(g_pid != 0 ? g_pid : ::getpid()), level_name(level), msg);
+    std::fprintf(stderr, "<%d>[%d] %s: %s\n", syslog_priority(level),
+                 static_cast<int>(g_pid != 0 ? g_pid : ::getpid()), level_name(level), msg);
+    return;
   }
-  if (n <= 0) return;
-  std::size_t size = static_cast<std::size_t>(n) < sizeof line ? static_cast<std::size_t>(n)
-                                                                : sizeof line - 1;
-  if (size > 0 && line[size - 1] != '\n') line[size - 1] = '\n';  // cut: still one line
-  emit(level, line, size);
+  struct timeval tv;
+  ::gettimeofday(&tv, nullptr);
+  struct tm tm;
+  ::localtime_r(&tv.tv_sec, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::fprintf(stderr, "%s.%03ld %s[%d]: %s: %s\n", stamp, static_cast<long>(tv.tv_usec / 1000),
+               g_ident.c_str(), static_cast<int>(g_pid != 0 ? g_pid : ::getpid()),
+               level_name(level), msg);
 }
 
 std::string log_quote(const std::string& s) {

@@ -3,7 +3,6 @@
 #ifndef SWITCHYARD_LOG_LOG_H
 #define SWITCHYARD_LOG_LOG_H
 
-#include <functional>
 #include <string>
 
 namespace sy {
@@ -16,12 +15,6 @@ struct LogConfig;
 void log_setup(const LogConfig& config, bool force_stderr, const char* ident);
 void log_reopen();  // after fork: re-open syslog under the new pid
 bool log_enabled(LogLevel level);
-// Lines to stderr below warning wait in a buffer until log_flush(); when the first one
-// waits, schedule_flush is called (a worker posts log_flush onto its loop, so one turn of
-// the loop costs one write). Warnings and errors flush and go out at once; the buffer is
-// also written when it fills and at exit. Not for syslog, which has its own socket.
-void log_buffer_lines(std::function<void()> schedule_flush);  // nullptr: write at once
-void log_flush();
 void log_message(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
 
 // Quotes a client-supplied string for a log line: printable ASCII kept, the rest \xNN,

@@ -264,10 +264,7 @@ int run_worker(const Config& config, const std::vector<BoundListener>& listeners
       };
   signals.async_wait(on_signal);
   LOG_DEBUG("worker ready: %zu listeners", acceptors.size());
-  // The lines of one turn of the loop go out in one write (a line per login otherwise).
-  log_buffer_lines([&io] { asio::post(io, [] { log_flush(); }); });
   io.run();
-  log_buffer_lines(nullptr);
   return 0;
 }
 
