@@ -300,6 +300,9 @@ class MetricsTest(unittest.TestCase):
         os.kill(workers[0], signal.SIGKILL)
         wait_until(lambda: len(workers_of(self.proxy)) == 2 and
                    workers[0] not in workers_of(self.proxy), 10, "a new worker")
+        # The new worker counts itself once it has started (its slot, then its gauge).
+        wait_until(lambda: self.value(self.scrape(), "switchyard_workers") == 2, 10,
+                   "the new worker in switchyard_workers")
         after = self.scrape()
         for key, value in before.items():
             name = key[0]
