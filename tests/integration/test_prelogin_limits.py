@@ -141,6 +141,12 @@ class PreLoginLimitsTest(unittest.TestCase):
         finally:
             for s in socks:
                 s.close()
+        if harness.SANITIZED:
+            # ASan's allocator, not glibc's malloc, holds the memory: malloc_trim has
+            # nothing to give back there. The worker must still serve.
+            with LineClient(HOST, self.port) as c:
+                self.assertTrue(c.readline().startswith(b"* OK"))
+            return
         harness.wait_until(lambda: worker_rss_kb(self.proxy.pid) - before < 4 * 1024, 20,
                            "the worker to give the memory back")
         print("\n  300 clients x 56 KB of literals: worker RSS %d kB -> %d kB -> %d kB"
