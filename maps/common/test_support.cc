@@ -321,28 +321,36 @@ TEST(MapSupportCalls, LookupsGetInitsOptionsUntilFini) {
   EXPECT_EQ(seen.options, nullptr);
 }
 
-TEST(MapSupportCalls, OneCallAtATime) {
-  sy::maps::Calls calls;
-  std::atomic<int> inside{0}, overlaps{0};
-  auto lookup = [&](const char*, const char*, char**, std::size_t*) {
-    if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
-    std::this_thread::yield();
-    inside.fetch_sub(1);
-    return SWITCHYARD_MAP_NOT_FOUND;
-  };
+// Four threads each make `rounds` lookups through `calls`, then each calls fini.
+template <class Lookup, class Fini>
+void from_four_threads(sy::maps::Calls& calls, int rounds, Lookup lookup, Fini fini) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       char* str = nullptr;
       std::size_t len = 0;
-      for (int i = 0; i < 2000; ++i) calls.get("k", nullptr, &str, &len, lookup);
-      calls.fini([&] {
-        if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
-        inside.fetch_sub(1);
-      });
+      for (int i = 0; i < rounds; ++i) calls.get("k", nullptr, &str, &len, lookup);
+      calls.fini(fini);
     });
   }
   for (auto& t : threads) t.join();
+}
+
+TEST(MapSupportCalls, OneCallAtATime) {
+  sy::maps::Calls calls;
+  std::atomic<int> inside{0}, overlaps{0};
+  auto enter_and_leave = [&] {
+    if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
+    std::this_thread::yield();
+    inside.fetch_sub(1);
+  };
+  from_four_threads(
+      calls, 2000,
+      [&](const char*, const char*, char**, std::size_t*) {
+        enter_and_leave();
+        return SWITCHYARD_MAP_NOT_FOUND;
+      },
+      enter_and_leave);
   EXPECT_EQ(overlaps.load(), 0);
 }
 
@@ -358,18 +366,9 @@ TEST(MapSupportCalls, ConcurrentLookupsRunSideBySideButNeverBesideFini) {
     inside.fetch_sub(1);
     return SWITCHYARD_MAP_NOT_FOUND;
   };
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&] {
-      char* str = nullptr;
-      std::size_t len = 0;
-      for (int i = 0; i < 200; ++i) calls.get("k", nullptr, &str, &len, lookup);
-      calls.fini([&] {
-        if (inside.load() != 0) fini_overlaps.fetch_add(1);
-      });
-    });
-  }
-  for (auto& t : threads) t.join();
+  from_four_threads(calls, 200, lookup, [&] {
+    if (inside.load() != 0) fini_overlaps.fetch_add(1);
+  });
   EXPECT_GE(most.load(), 2);
   EXPECT_EQ(fini_overlaps.load(), 0);
 }
