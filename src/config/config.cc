@@ -334,6 +334,7 @@ bool parse_config(const std::string& text, const std::string& path, Config* out,
                  {"tls_key", r.str(&l.tls_key)},
                  {"max_connections_per_ip", r.integer(&l.max_connections_per_ip, 0, 100000)},
                  {"proxy_protocol", r.boolean(&l.proxy_protocol)},
+                 {"reuseport", r.boolean(&l.reuseport)},
                  {"trusted_proxies", r.cidrs(&l.trusted_proxies)},
                  {"allow_from", r.opt_cidrs(&l.allow_from)},
                  {"pop3_capabilities", r.capability_list(&l.pop3_capabilities)}}))

@@ -25,6 +25,9 @@ struct ListenConfig {
   std::string tls_key;
   int max_connections_per_ip = 0;             // 0: no limit
   bool proxy_protocol = false;                // expect a HAProxy PROXY v1/v2 header
+  // TCP: one listening socket per worker (SO_REUSEPORT), so that a new connection wakes
+  // only the worker that serves it. false: one socket all workers accept on.
+  bool reuseport = true;
   std::vector<Cidr> trusted_proxies;          // who may send one
   // Who may connect at all (TCP; Unix sockets go by file permissions). Unset: everyone,
   // except on lmtp and socketmap listeners, which take loopback clients only.

@@ -51,32 +51,77 @@ struct Slot {
   std::chrono::milliseconds backoff{100};
 };
 
-// Binds every [[listen]], reusing an already bound socket for an unchanged address.
-bool bind_all(const Config& c, std::map<std::string, int>& bound, std::vector<BoundListener>* out,
-              std::string* error) {
-  std::map<std::string, int> keep;
+// Listening sockets by address: one, or one per worker for a TCP listener with reuseport.
+using BoundSockets = std::map<std::string, std::vector<int>>;
+
+bool in_port_group(int fd) {
+  int on = 0;
+  socklen_t len = sizeof on;
+  return ::getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, &len) == 0 && on != 0;
+}
+
+// A socket nobody will accept on again: shut down first, so that it stops listening at
+// once even where a draining worker still holds a copy of the descriptor.
+void retire_socket(int fd) {
+  ::shutdown(fd, SHUT_RDWR);
+  ::close(fd);
+}
+
+// Binds every [[listen]], reusing the sockets already bound for an unchanged address; a
+// port group grows or shrinks to the number of workers (what it sheds is given to
+// *surplus: the caller answers what waits there, then closes them). Sockets of listeners
+// no longer configured are retired. On failure nothing changes.
+bool bind_all(const Config& c, BoundSockets& bound, std::vector<BoundListener>* out,
+              std::vector<std::pair<ListenConfig, int>>* surplus, std::string* error) {
+  BoundSockets keep;
+  std::vector<int> fresh;  // bound here: closed again if anything fails
+  std::vector<std::pair<ListenConfig, int>> shed;
+  auto fail = [&](const ListenConfig& l, const std::string& why) {
+    *error = c.path + ":" + std::to_string(l.line) + ": cannot listen on " + l.address + ": " + why;
+    for (int fd : fresh) ::close(fd);
+    for (auto& [a, fds] : keep)
+      for (int fd : fds)
+        if (std::find(fresh.begin(), fresh.end(), fd) == fresh.end()) bound[a].push_back(fd);
+    for (auto& [l, fd] : shed) bound[l.address].push_back(fd);
+    return false;
+  };
   out->clear();
   for (const auto& l : c.listen) {
-    int fd;
-    auto it = bound.find(l.address);
-    if (it != bound.end()) {
-      fd = it->second;
+    std::string why;
+    auto addr = parse_socket_address(l.address, &why);
+    if (!addr) return fail(l, why);
+    const bool group = l.reuseport && addr->kind != SocketAddress::Kind::Unix && addr->port != 0;
+    const std::size_t want = group ? static_cast<std::size_t>(std::max(1, c.workers)) : 1;
+    std::vector<int>& mine = keep[l.address];
+    if (auto it = bound.find(l.address); it != bound.end()) {
+      mine = std::move(it->second);
       bound.erase(it);
-    } else {
-      std::string why;
-      auto addr = parse_socket_address(l.address, &why);
-      fd = addr ? bind_listener(*addr, &why) : -1;
-      if (fd < 0) {
-        *error = c.path + ":" + std::to_string(l.line) + ": cannot listen on " + l.address + ": " + why;
-        for (auto& [a, f] : keep) bound[a] = f;  // give back what we took
-        return false;
+      if (group != in_port_group(mine.front()))
+        return fail(l, "reuseport changed: that takes a restart, not a reload");
+      while (mine.size() > want) {
+        shed.emplace_back(l, mine.back());
+        mine.pop_back();
       }
     }
-    keep[l.address] = fd;
-    out->push_back(BoundListener{l, fd, nullptr});
+    while (mine.size() < want) {
+      const PortSharing sharing = !group         ? PortSharing::None
+                                  : mine.empty() ? PortSharing::FirstOfGroup
+                                                 : PortSharing::JoinGroup;
+      int fd = bind_listener(*addr, &why, sharing);
+      if (fd < 0) return fail(l, why);
+      fresh.push_back(fd);
+      mine.push_back(fd);
+    }
+    BoundListener b{l, mine.front(), nullptr, {}};
+    if (group) b.group = mine;
+    out->push_back(std::move(b));
   }
-  for (auto& [a, f] : bound) ::close(f);  // listeners removed from the config
+  for (auto& [a, fds] : bound)  // listeners removed from the config
+    for (int fd : fds) retire_socket(fd);
   bound = std::move(keep);
+  if (surplus) *surplus = std::move(shed);
+  else
+    for (auto& [l, fd] : shed) retire_socket(fd);
   return true;
 }
 
@@ -320,20 +365,25 @@ std::string queued_goodbye(const ListenConfig& l) {
 // down: from then on it no longer listens, for the workers either (they share it), and a
 // connect is refused. Between the last accept and the shutdown is a window of a few
 // instructions; a client that lands in it sees a reset, never a silent wait.
-void stop_listening(const BoundListener& l) {
-  const std::string bye = queued_goodbye(l.config);
+void stop_listening(const ListenConfig& config, int fd) {
+  const std::string bye = queued_goodbye(config);
   for (int n = 0; n < 100000; ++n) {
-    int c = ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0) break;
     if (!bye.empty()) (void)::send(c, bye.data(), bye.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     ::close(c);
   }
-  ::shutdown(l.fd, SHUT_RDWR);
+  ::shutdown(fd, SHUT_RDWR);
+}
+
+void stop_listening(const BoundListener& l) {
+  if (l.group.empty()) return stop_listening(l.config, l.fd);
+  for (int fd : l.group) stop_listening(l.config, fd);
 }
 
 class Supervisor {
  public:
-  Supervisor(Config config, std::map<std::string, int> bound, std::vector<BoundListener> listeners,
+  Supervisor(Config config, BoundSockets bound, std::vector<BoundListener> listeners,
              std::shared_ptr<TlsContext> store_tls, ClientTable* clients, sigset_t signals)
       : config_(std::move(config)), bound_(std::move(bound)), listeners_(std::move(listeners)),
         store_tls_(std::move(store_tls)), clients_(clients), signals_(signals),
@@ -405,6 +455,17 @@ class Supervisor {
            (draining_.empty() ? "" : ", " + std::to_string(draining_.size()) + " draining");
   }
 
+  // What worker slot `index` listens on: its own socket of each port group, and the
+  // shared sockets.
+  std::vector<BoundListener> listeners_for(std::size_t index) const {
+    std::vector<BoundListener> mine = listeners_;
+    for (auto& l : mine) {
+      if (!l.group.empty()) l.fd = l.group[index % l.group.size()];
+      l.group.clear();
+    }
+    return mine;
+  }
+
   void spawn(Slot& s) {
     const int counters = metrics::claim_slot();
     // Each worker's ledger of what it holds in the client table, shared with us only.
@@ -427,7 +488,14 @@ class Supervisor {
       log_reopen();
       metrics::become_worker(counters, config_);
       if (clients_) clients_->attach(ledger.get());
-      int rc = run_worker(config_, listeners_, store_tls_, clients_, master);
+      // The other slots' sockets are not ours to hold: a worker that outlives a reload
+      // must not keep a socket of its port group open (and listening) for nobody.
+      const auto index = static_cast<std::size_t>(&s - slots_.data());
+      auto mine = listeners_for(index);
+      for (std::size_t i = 0; i < listeners_.size(); ++i)
+        for (int fd : listeners_[i].group)
+          if (fd != mine[i].fd) ::close(fd);
+      int rc = run_worker(config_, mine, store_tls_, clients_, master);
       std::fflush(nullptr);
       ::_exit(rc);
     }
@@ -544,11 +612,17 @@ class Supervisor {
     // Certificates first (on unbound copies), so a bad one changes nothing at all.
     std::vector<BoundListener> listeners;
     std::shared_ptr<TlsContext> store_tls;
-    for (const auto& l : fresh.listen) listeners.push_back(BoundListener{l, -1, nullptr});
+    for (const auto& l : fresh.listen) listeners.push_back(BoundListener{l, -1, nullptr, {}});
+    std::vector<std::pair<ListenConfig, int>> surplus;
     if (!load_tls(fresh, &listeners, &store_tls, error) ||
-        !bind_all(fresh, bound_, &listeners, error) ||
+        !bind_all(fresh, bound_, &listeners, &surplus, error) ||
         !load_tls(fresh, &listeners, &store_tls, error))
       return false;
+    // Fewer workers: the sockets of the slots that go answer what already waits on them.
+    for (auto& [l, fd] : surplus) {
+      stop_listening(l, fd);
+      ::close(fd);
+    }
     const auto now = Clock::now();
     for (auto& s : slots_) {
       if (s.pid > 0) {
@@ -682,7 +756,8 @@ class Supervisor {
     pid_t pid;
     while ((pid = ::waitpid(-1, nullptr, 0)) > 0) forget_worker(pid);
     for (pid_t p : all) forget_worker(p);
-    for (auto& [address, fd] : bound_) ::close(fd);
+    for (auto& [address, fds] : bound_)
+      for (int fd : fds) ::close(fd);
     bound_.clear();
     if (!config_.pid_file.empty()) ::unlink(config_.pid_file.c_str());
     LOG_NOTICE("stopped");
@@ -690,7 +765,7 @@ class Supervisor {
   }
 
   Config config_;
-  std::map<std::string, int> bound_;
+  BoundSockets bound_;
   std::vector<BoundListener> listeners_;
   std::shared_ptr<TlsContext> store_tls_;
   ClientTable* clients_;
@@ -719,7 +794,7 @@ int run_master(const MasterOptions& options) {
   }
   if (options.check_only) {
     std::vector<BoundListener> unbound;
-    for (const auto& l : config.listen) unbound.push_back(BoundListener{l, -1, nullptr});
+    for (const auto& l : config.listen) unbound.push_back(BoundListener{l, -1, nullptr, {}});
     std::shared_ptr<TlsContext> store_tls;
     if (!preflight(config, &error) || !check_maps(config, &error) ||
         !load_tls(config, &unbound, &store_tls, &error)) {
@@ -741,10 +816,10 @@ int run_master(const MasterOptions& options) {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }
-  std::map<std::string, int> bound;
+  BoundSockets bound;
   std::vector<BoundListener> listeners;
   std::shared_ptr<TlsContext> store_tls;
-  if (!bind_all(config, bound, &listeners, &error) ||
+  if (!bind_all(config, bound, &listeners, nullptr, &error) ||
       !load_tls(config, &listeners, &store_tls, &error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;

@@ -16,7 +16,7 @@
 
 namespace sy {
 
-int bind_listener(const SocketAddress& a, std::string* error) {
+int bind_listener(const SocketAddress& a, std::string* error, PortSharing sharing) {
   if (a.kind == SocketAddress::Kind::Unix) {
     sockaddr_un sun{};
     sun.sun_family = AF_UNIX;
@@ -49,21 +49,48 @@ int bind_listener(const SocketAddress& a, std::string* error) {
     *error = a.host + ": " + ::gai_strerror(rc);
     return -1;
   }
+  // An explicit v6 address listens on v6 only; the wildcard ("*" or "::") takes both.
+  auto set_v6only = [&](int fd) {
+    if (res->ai_family != AF_INET6) return;
+    const int only = host && a.host != "::" ? 1 : 0;
+    ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only);
+  };
+  if (a.port == 0) sharing = PortSharing::None;  // each socket would get a port of its own
+  if (sharing == PortSharing::FirstOfGroup) {
+    // Nobody else may hold the port: a plain bind proves it (undone at once; it never
+    // listens, so no client can land on it).
+    int probe = ::socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
+    int yes = 1;
+    if (probe >= 0) {
+      ::setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      set_v6only(probe);
+    }
+    if (probe < 0 || ::bind(probe, res->ai_addr, res->ai_addrlen) != 0) {
+      *error = (a.host.empty() ? "*" : a.host) + ":" + port + ": " + std::strerror(errno);
+      if (probe >= 0) ::close(probe);
+      ::freeaddrinfo(res);
+      return -1;
+    }
+    ::close(probe);
+  }
   int fd = ::socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *error = std::string("socket: ") + std::strerror(errno);
     ::freeaddrinfo(res);
     return -1;
   }
-  int one = 1, zero = 0;
+  int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (sharing != PortSharing::None &&
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    *error = std::string("SO_REUSEPORT: ") + std::strerror(errno);
+    ::close(fd);
+    ::freeaddrinfo(res);
+    return -1;
+  }
   // Accepted sockets inherit it: no Nagle delay on any client, at no cost per connection.
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (res->ai_family == AF_INET6) {
-    // An explicit v6 address listens on v6 only; the wildcard ("*" or "::") takes both.
-    bool wildcard = !host || a.host == "::";
-    ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, wildcard ? &zero : &one, sizeof one);
-  }
+  set_v6only(fd);
   if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 1024) != 0) {
     *error = (a.host.empty() ? "*" : a.host) + ":" + port + ": " + std::strerror(errno);
     ::close(fd);

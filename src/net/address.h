@@ -16,9 +16,18 @@
 
 namespace sy {
 
+// How a TCP listener shares its port. A group (SO_REUSEPORT) is one listening socket per
+// worker: the kernel spreads new connections over them, so a connection wakes only the
+// worker that will serve it. The first socket of a group is bound only after a plain bind
+// of the port has succeeded, so that a port some other process holds (a second daemon
+// started by mistake) still fails with "Address already in use" instead of being shared.
+enum class PortSharing { None, FirstOfGroup, JoinGroup };
+
 // Creates, binds and listens (non-blocking, close-on-exec, SO_REUSEADDR; a stale Unix
-// socket file is replaced). Returns the fd, or -1 with *error.
-int bind_listener(const SocketAddress& a, std::string* error);
+// socket file is replaced; `sharing` applies to TCP only). Returns the fd, or -1 with
+// *error.
+int bind_listener(const SocketAddress& a, std::string* error,
+                  PortSharing sharing = PortSharing::None);
 
 // One end of a connection as the logs and the stores see it.
 struct Endpoint {

@@ -19,6 +19,9 @@ struct BoundListener {
   ListenConfig config;
   int fd = -1;                       // listening socket, owned by the master
   std::shared_ptr<TlsContext> tls;   // server context, or nullptr without a certificate
+  // The master's view of a port group (reuseport): every worker slot's socket, fd being
+  // the first. Empty for a shared socket, and in what a worker is given.
+  std::vector<int> group;
 };
 
 // Runs until SIGTERM/SIGINT (stop: stop accepting, say goodbye to every session, let LMTP
