@@ -46,20 +46,38 @@ Block::Block(void* base, std::size_t bytes)
 
 Block::~Block() { ::munmap(base_, bytes_); }
 
-int Block::find_map(const std::string& name) const {
+namespace {
+
+// A label table of the header (map or backend names): its index of `name`, or -1.
+template <std::size_t N>
+int find_name(const Name (&table)[N], const std::atomic<std::uint32_t>& count,
+              const std::string& name) {
   const std::string want = cut(name);
-  const std::uint32_t n = header_->map_count.load(std::memory_order_acquire);
-  for (std::uint32_t i = 0; i < n; ++i)
-    if (want == header_->maps[i].text) return static_cast<int>(i);
+  const std::uint32_t n = count.load(std::memory_order_acquire);
+  for (std::uint32_t i = 0; i < n && i < N; ++i)
+    if (want == table[i].text) return static_cast<int>(i);
   return -1;
 }
 
+// Its index, added at the end if new (only the master adds); -1 when the table is full.
+template <std::size_t N>
+int add_name(Name (&table)[N], std::atomic<std::uint32_t>& count, const std::string& name) {
+  if (int i = find_name(table, count, name); i >= 0) return i;
+  const std::uint32_t n = count.load(std::memory_order_relaxed);
+  if (n >= N) return -1;
+  set_name(table[n].text, name);
+  count.store(n + 1, std::memory_order_release);
+  return static_cast<int>(n);
+}
+
+}  // namespace
+
+int Block::find_map(const std::string& name) const {
+  return find_name(header_->maps, header_->map_count, name);
+}
+
 int Block::find_backend(const std::string& name) const {
-  const std::string want = cut(name);
-  const std::uint32_t n = header_->backend_count.load(std::memory_order_acquire);
-  for (std::uint32_t i = 0; i < n; ++i)
-    if (want == header_->backends[i].text) return static_cast<int>(i);
-  return -1;
+  return find_name(header_->backends, header_->backend_count, name);
 }
 
 std::vector<int> Block::find_stores(const std::string& address) const {
@@ -72,21 +90,11 @@ std::vector<int> Block::find_stores(const std::string& address) const {
 }
 
 int Block::add_map(const std::string& name) {
-  if (int i = find_map(name); i >= 0) return i;
-  const std::uint32_t n = header_->map_count.load(std::memory_order_relaxed);
-  if (n >= kMaxMaps) return -1;
-  set_name(header_->maps[n].text, name);
-  header_->map_count.store(n + 1, std::memory_order_release);
-  return static_cast<int>(n);
+  return add_name(header_->maps, header_->map_count, name);
 }
 
 int Block::add_backend(const std::string& name) {
-  if (int i = find_backend(name); i >= 0) return i;
-  const std::uint32_t n = header_->backend_count.load(std::memory_order_relaxed);
-  if (n >= kMaxBackends) return -1;
-  set_name(header_->backends[n].text, name);
-  header_->backend_count.store(n + 1, std::memory_order_release);
-  return static_cast<int>(n);
+  return add_name(header_->backends, header_->backend_count, name);
 }
 
 int Block::add_store(int backend, const std::string& address) {

@@ -271,3 +271,14 @@ TEST(Config, ShutdownGraceDefaultsToTenSeconds) {
   EXPECT_EQ(parse_ok("").limits.shutdown_grace, sy::Millis(10000));
   EXPECT_EQ(parse_ok("[limits]\nshutdown_grace = \"2s\"\n").limits.shutdown_grace, sy::Millis(2000));
 }
+
+TEST(Config, ReuseportIsOnUnlessTheListenerTurnsItOff) {
+  sy::Config c = parse_ok(
+      "[[listen]]\nprotocol = \"imap\"\naddress = \"127.0.0.1:1143\"\n"
+      "[[listen]]\nprotocol = \"pop3\"\naddress = \"127.0.0.1:1110\"\nreuseport = false\n");
+  ASSERT_EQ(c.listen.size(), 2u);
+  EXPECT_TRUE(c.listen[0].reuseport);
+  EXPECT_FALSE(c.listen[1].reuseport);
+  EXPECT_EQ(error_of("[[listen]]\nprotocol = \"imap\"\naddress = \"127.0.0.1:1\"\nreuseport = 1\n"),
+            "t.conf:4: expected true or false");
+}

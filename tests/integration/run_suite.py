@@ -1,0 +1,58 @@
+"""Runs the integration suite (unittest discovery of test_*.py here), as
+`python3 -m unittest discover -v` would, and then says how long each file took, slowest
+first, so that a slow CI pass can be traced to its files.
+
+    python3 run_suite.py [--exclude FILE ...]
+
+--exclude leaves whole files out (by name, e.g. test_soak_smoke.py). Only
+scripts/test-sanitized uses it, for files whose every test also runs in the normal pass
+and that add nothing under the sanitizers (see there).
+"""
+
+import argparse
+import os
+import sys
+import time
+import unittest
+
+
+class TimedResult(unittest.TextTestResult):
+    """Adds each test's wall time to its file's total."""
+
+    by_file = {}
+
+    def startTest(self, test):
+        self._started = time.monotonic()
+        super().startTest(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        module = type(test).__module__.rsplit(".", 1)[-1]
+        TimedResult.by_file[module] = (TimedResult.by_file.get(module, 0.0)
+                                       + time.monotonic() - self._started)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--exclude", nargs="*", default=[])
+    args = ap.parse_args()
+    here = os.path.dirname(os.path.abspath(__file__))
+    excluded = {name[:-3] if name.endswith(".py") else name for name in args.exclude}
+    suite = unittest.TestSuite()
+    for name in sorted(os.listdir(here)):
+        module = name[:-3]
+        if not (name.startswith("test_") and name.endswith(".py")) or module in excluded:
+            continue
+        suite.addTests(unittest.defaultTestLoader.discover(here, pattern=name, top_level_dir=here))
+    if excluded:
+        print("left out of this run: %s" % " ".join(sorted(excluded)), file=sys.stderr)
+    started = time.monotonic()
+    result = unittest.TextTestRunner(verbosity=2, resultclass=TimedResult).run(suite)
+    print("\nwall time by file (%.0f s in all):" % (time.monotonic() - started), file=sys.stderr)
+    for module, secs in sorted(TimedResult.by_file.items(), key=lambda kv: -kv[1]):
+        print("  %7.1f s  %s" % (secs, module), file=sys.stderr)
+    return 0 if result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
