@@ -217,24 +217,23 @@ class CpuGroup:
                 except OSError:
                     pass  # exited meanwhile
 
-    def seconds(self):
+    def _usage(self, name):
+        """A cpuacct counter in seconds, or None without the group."""
         if self.path:
             try:
-                with open(os.path.join(self.path, "cpuacct.usage")) as f:
-                    return int(f.read()) / 1e9
-            except OSError:
-                pass
-        return cpu_seconds(self.roots)
-
-    def kernel_seconds(self):
-        """The part of seconds() spent in the kernel (system time), or None."""
-        if self.path:
-            try:
-                with open(os.path.join(self.path, "cpuacct.usage_sys")) as f:
+                with open(os.path.join(self.path, name)) as f:
                     return int(f.read()) / 1e9
             except OSError:
                 pass
         return None
+
+    def seconds(self):
+        s = self._usage("cpuacct.usage")
+        return s if s is not None else cpu_seconds(self.roots)
+
+    def kernel_seconds(self):
+        """The part of seconds() spent in the kernel (system time), or None."""
+        return self._usage("cpuacct.usage_sys")
 
     def method(self):
         return "cgroup cpuacct" if self.path else "/proc stat of the process tree"

@@ -237,10 +237,13 @@ asio::awaitable<TransactionOutcome> StoreConnection::transact(
     co_return out;
   }
 
-  // The message, dot-stuffed, in 64 KiB pieces straight from the spool.
+  // The message, dot-stuffed, straight from the spool: sent whenever 64 KiB are ready, and
+  // the rest together with the final dot (a small message is one write, one wake-up of
+  // the store).
   DataEncoder encoder;
   std::string chunk(kChunk, '\0');
   std::uint64_t offset = 0;
+  wire.clear();
   for (;;) {
     long n = spool.read(offset, chunk.data(), chunk.size());
     if (n < 0) {
@@ -250,14 +253,14 @@ asio::awaitable<TransactionOutcome> StoreConnection::transact(
     }
     if (n == 0) break;
     offset += static_cast<std::uint64_t>(n);
-    wire.clear();
     encoder.encode(std::string_view(chunk.data(), static_cast<std::size_t>(n)), &wire);
+    if (wire.size() < kChunk) continue;
     bool ok = co_await send(wire);
     if (!ok) {
       co_return give_up(lost("during DATA"), Verdict::Retryable);
     }
+    wire.clear();
   }
-  wire.clear();
   encoder.finish(&wire);
   bool ended = co_await send(wire);
   if (!ended) {

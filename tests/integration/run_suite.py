@@ -17,19 +17,19 @@ import unittest
 
 
 class TimedResult(unittest.TextTestResult):
-    """Adds each test's wall time to its file's total."""
+    """Adds to each file the wall time since the previous test ended, so that a class's
+    set-up (the servers it starts) counts for its file."""
 
     by_file = {}
-
-    def startTest(self, test):
-        self._started = time.monotonic()
-        super().startTest(test)
+    last_stop = time.monotonic()
 
     def stopTest(self, test):
         super().stopTest(test)
+        now = time.monotonic()
         module = type(test).__module__.rsplit(".", 1)[-1]
         TimedResult.by_file[module] = (TimedResult.by_file.get(module, 0.0)
-                                       + time.monotonic() - self._started)
+                                       + now - TimedResult.last_stop)
+        TimedResult.last_stop = now
 
 
 def main():
@@ -46,7 +46,7 @@ def main():
         suite.addTests(unittest.defaultTestLoader.discover(here, pattern=name, top_level_dir=here))
     if excluded:
         print("left out of this run: %s" % " ".join(sorted(excluded)), file=sys.stderr)
-    started = time.monotonic()
+    started = TimedResult.last_stop = time.monotonic()
     result = unittest.TextTestRunner(verbosity=2, resultclass=TimedResult).run(suite)
     print("\nwall time by file (%.0f s in all):" % (time.monotonic() - started), file=sys.stderr)
     for module, secs in sorted(TimedResult.by_file.items(), key=lambda kv: -kv[1]):

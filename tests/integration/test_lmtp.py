@@ -188,6 +188,30 @@ class LmtpRouterTest(unittest.TestCase):
         self.assertGreaterEqual(before, 1, "Dovecot logs its LMTP connections")
         self.assertEqual(connects(), before, "messages 2-4 went over the first connection")
 
+    def test_replies_to_pipelined_commands_come_in_one_write(self):
+        # RFC 2920: the replies to MAIL, every RCPT and DATA sent in one packet may be
+        # sent back together; the router does, so the client wakes once, not four times.
+        s = socket.create_connection((HOST, self.lmtp_port), timeout=10)
+        self.addCleanup(s.close)
+        greeting = s.recv(4096)
+        self.assertTrue(greeting.startswith(b"220"), greeting)
+        s.sendall(b"LHLO x\r\n")
+        lhlo = b""
+        while not lhlo.endswith(b"\r\n") or b"250 " not in lhlo:
+            lhlo += s.recv(4096)
+        s.sendall(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<amy@example.test>\r\n"
+                  b"RCPT TO:<ghost@example.test>\r\nRCPT TO:<bea@example.test>\r\nDATA\r\n")
+        first = s.recv(4096)  # what arrived first: everything, or the MAIL reply alone
+        lines = first.split(b"\r\n")[:-1]
+        self.assertEqual([l[:3] for l in lines], [b"250", b"250", b"550", b"250", b"354"], first)
+        s.sendall(message("pipelined", "amy@example.test, bea@example.test") + b"\r\n.\r\n")
+        finals = b""
+        while finals.count(b"\r\n") < 2:
+            finals += s.recv(4096)
+        self.assertEqual([l[:3] for l in finals.split(b"\r\n")[:-1]], [b"250", b"250"], finals)
+        s.sendall(b"QUIT\r\n")
+        self.assertTrue(s.recv(4096).startswith(b"221"))
+
     def test_client_leaving_during_data_delivers_nothing(self):
         before = len(self.store1.mailbox_files("amy"))
         s = socket.create_connection((HOST, self.lmtp_port), timeout=10)
