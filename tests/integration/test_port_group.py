@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -180,6 +181,26 @@ class PortGroupTest(unittest.TestCase):
         wait_until(lambda: len(harness.workers_of(p)) == 1, 10, "the old workers to go")
         by = self.served_by(p, 10)
         self.assertEqual(list(by), harness.workers_of(p), by)
+
+    def test_a_reload_that_cannot_bind_changes_nothing(self):
+        p = self.proxy("nobind", workers=2)
+        workers = harness.workers_of(p)
+        # More workers (the group would grow) and a listener on a port someone else holds.
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind((HOST, 0))
+        taken.listen(1)
+        self.rewrite(p, workers=3)
+        with open(p.conf_path, "a") as f:
+            f.write('\n[[listen]]\nprotocol = "pop3"\naddress = "127.0.0.1:%d"\n'
+                    % taken.getsockname()[1])
+        os.kill(p.pid, signal.SIGHUP)
+        harness.wait_for_log(p.log_text, r"reload refused.*cannot listen on 127\.0\.0\.1:%d"
+                             % taken.getsockname()[1], 10)
+        self.assertEqual(len(listening_sockets(p.port)), 2, "the group did not grow")
+        self.assertEqual(harness.workers_of(p), workers)
+        by = self.served_by(p, 20)
+        self.assertEqual(set(by), set(workers), by)
 
     def test_a_reload_that_switches_reuseport_is_refused(self):
         p = self.proxy("toggle", workers=2)
