@@ -88,11 +88,14 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession>, public Ses
     if (outbuf_.size() < kChunk) co_return true;
     co_return co_await flush();
   }
+  // A client that sends and never reads blocks this write: idle_timeout bounds it too.
   [[nodiscard]] asio::awaitable<bool> flush() {
     if (outbuf_.empty()) co_return sock_.is_open();
+    arm_idle();
     std::error_code ec;
     co_await asio::async_write(sock_, asio::buffer(outbuf_),
                                asio::redirect_error(asio::use_awaitable, ec));
+    idle_.cancel();
     outbuf_.clear();
     co_return !ec;
   }

@@ -135,8 +135,8 @@ class LmtpFaultTest(unittest.TestCase):
         self.router = self.start_router()
         self.addCleanup(self.router.stop)
 
-    def start_router(self):
-        """A fresh router (so a fresh store pool) for each test."""
+    def start_router(self, limits=""):
+        """A fresh router (so a fresh store pool) for each test; limits: [limits] lines."""
         config = ("workers = 1\nmap_dir = %s\n[log]\ntarget = \"stderr\"\nlevel = \"debug\"\n\n"
                   "[[listen]]\nprotocol = \"lmtp\"\naddress = \"127.0.0.1:%d\"\n\n"
                   "[[map]]\nmodule = \"sqlite\"\noptions = %s\n\n"
@@ -150,7 +150,10 @@ class LmtpFaultTest(unittest.TestCase):
                   % (toml_string(harness.map_dir()), self.lmtp_port,
                      toml_string(self.map_path), STORE_TIMEOUT, self.dovecot.lmtp_port,
                      self.fake.port))
-        return Switchyard(None, os.path.join(self.tmp, "router%d" % self.serial), config)
+        if limits:
+            config += "\n[limits]\n%s\n" % limits
+        name = "router%d%s" % (self.serial, "-limits" if limits else "")
+        return Switchyard(None, os.path.join(self.tmp, name), config)
 
     def client(self):
         c = LmtpClient(self.lmtp_port)
@@ -500,6 +503,32 @@ class LmtpFaultTest(unittest.TestCase):
         self.assert_each_once(FAKE[1], "pf-down", n)
         self.assert_delivered(self.send(c, [AMY, FAKE[0]], "pf-down-after"), "pf-down-after")
         self.assert_store_manners()
+
+
+    def test_a_client_that_pipelines_and_never_reads_is_closed_after_idle_timeout(self):
+        # The replies to pipelined commands are written together; a client that keeps
+        # sending and reads nothing makes that write block. It must not hold the session
+        # (and its worker's resources) for ever: idle_timeout bounds the write too.
+        self.router.stop()
+        self.router = self.start_router(limits='idle_timeout = "1s"')
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        s.settimeout(10)
+        s.connect((HOST, self.lmtp_port))
+        self.assertTrue(s.recv(4096).startswith(b"220"))
+        start = len(self.router.log_text())
+        burst = b"NOOP\r\n" * 10000
+        s.settimeout(2)
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:  # bounded; the router stops reading long before
+                s.sendall(burst)
+                sent += len(burst)
+        except (socket.timeout, OSError):
+            pass  # blocked: the router no longer reads, its replies fill our buffer
+        self.assertLess(sent, 64 * 1024 * 1024, "the router kept reading without writing")
+        harness.wait_for_log(self.router.log_path, r"lmtp session \d+ closed", 15, start=start)
 
 
 class StoreLoginFaultTest(unittest.TestCase):
