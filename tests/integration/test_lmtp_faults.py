@@ -511,6 +511,7 @@ class LmtpFaultTest(unittest.TestCase):
         # (and its worker's resources) for ever: idle_timeout bounds the write too.
         self.router.stop()
         self.router = self.start_router(limits='idle_timeout = "1s"')
+        self.addCleanup(self.router.stop)
         s = socket.socket()
         self.addCleanup(s.close)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
