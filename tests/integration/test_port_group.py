@@ -182,6 +182,40 @@ class PortGroupTest(unittest.TestCase):
         by = self.served_by(p, 10)
         self.assertEqual(list(by), harness.workers_of(p), by)
 
+    def test_connections_waiting_on_a_socket_the_reload_sheds_get_a_goodbye(self):
+        p = self.proxy("shed", workers=2)
+        old = harness.workers_of(p)
+        # Nobody accepts: the connections wait in the kernel's queues of both sockets.
+        for w in old:
+            os.kill(w, signal.SIGSTOP)
+        resumed = []
+
+        def resume():
+            for w in old:
+                if w not in resumed:
+                    os.kill(w, signal.SIGCONT)
+                    resumed.append(w)
+        self.addCleanup(resume)
+        waiting = []
+        for _ in range(16):
+            c = LineClient(HOST, p.port)
+            self.addCleanup(c.close)
+            waiting.append(c)
+        self.rewrite(p, workers=1)
+        os.kill(p.pid, signal.SIGHUP)
+        harness.wait_for_log(p.log_text, r"configuration reloaded: 1 workers", 10)
+        # Slot 0's socket stays and its new worker greets; slot 1's is shed: what waited
+        # there is answered by the master and closed, never left hanging or reset.
+        first = [c.readline(10) for c in waiting]
+        resume()
+        bye = [l for l in first if l.startswith(b"* BYE Server shutting down")]
+        greeted = [l for l in first if l.startswith(b"* OK")]
+        self.assertEqual(len(bye) + len(greeted), len(waiting), first)
+        self.assertTrue(bye and greeted, first)  # 16 connections: both sockets had some
+        for c, line in zip(waiting, first):
+            if line.startswith(b"* BYE"):
+                self.assertEqual(c.wait_eof(5.0), b"")
+
     def test_a_reload_that_cannot_bind_changes_nothing(self):
         p = self.proxy("nobind", workers=2)
         workers = harness.workers_of(p)
