@@ -2,14 +2,9 @@
 `python3 -m unittest discover -v` would, and then says how long each file took, slowest
 first, so that a slow CI pass can be traced to its files.
 
-    python3 run_suite.py [--exclude FILE ...]
-
---exclude leaves whole files out (by name, e.g. test_soak_smoke.py). Only
-scripts/test-sanitized uses it, for files whose every test also runs in the normal pass
-and that add nothing under the sanitizers (see there).
+    python3 run_suite.py
 """
 
-import argparse
 import os
 import sys
 import time
@@ -33,19 +28,8 @@ class TimedResult(unittest.TextTestResult):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--exclude", nargs="*", default=[])
-    args = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
-    excluded = {name[:-3] if name.endswith(".py") else name for name in args.exclude}
-    suite = unittest.TestSuite()
-    for name in sorted(os.listdir(here)):
-        module = name[:-3]
-        if not (name.startswith("test_") and name.endswith(".py")) or module in excluded:
-            continue
-        suite.addTests(unittest.defaultTestLoader.discover(here, pattern=name, top_level_dir=here))
-    if excluded:
-        print("left out of this run: %s" % " ".join(sorted(excluded)), file=sys.stderr)
+    suite = unittest.defaultTestLoader.discover(here, pattern="test_*.py", top_level_dir=here)
     started = TimedResult.last_stop = time.monotonic()
     result = unittest.TextTestRunner(verbosity=2, resultclass=TimedResult).run(suite)
     print("\nwall time by file (%.0f s in all):" % (time.monotonic() - started), file=sys.stderr)
